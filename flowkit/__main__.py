@@ -1,0 +1,5 @@
+"""``python -m flowkit`` runs the CLI."""
+
+from flowkit.cli import main
+
+main()

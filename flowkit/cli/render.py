@@ -1,0 +1,169 @@
+"""Rich tables and JSON output of the CLI (the only place that uses rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+STATE_COLOURS = {
+    "pending": "grey62", "scheduled": "cyan", "running": "blue", "retrying": "yellow",
+    "completed": "green", "cached": "green", "failed": "red", "timed_out": "red",
+    "crashed": "magenta", "cancelled": "grey50",
+}
+
+_console = Console(highlight=False, soft_wrap=False)
+
+
+def _json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _state(value: str) -> str:
+    return f"[{STATE_COLOURS.get(value, 'white')}]{value}[/]"
+
+
+def _when(ts: str | float | None) -> str:
+    if not ts:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(ts)))
+
+
+def _duration(start: str | None, end: str | None) -> str:
+    if not start:
+        return "-"
+    seconds = (float(end) if end else time.time()) - float(start)
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{seconds / 60:.1f} min"
+
+
+def _num(row: dict[str, Any], field: str) -> int:
+    return int(float(row.get(field) or 0))
+
+
+def flow_run_json(row: dict[str, str]) -> dict[str, Any]:
+    """A flow run as a JSON-friendly dict with numbers and counts per state."""
+    counts = {k[2:]: _num(row, k) for k in row if k.startswith("n_") and k != "n_total"}
+    out: dict[str, Any] = {k: v for k, v in row.items() if not k.startswith("n_")}
+    for field in ("created", "started", "updated", "ended"):
+        if out.get(field):
+            out[field] = float(out[field])
+    out["task_counts"] = {k: v for k, v in counts.items() if v}
+    out["task_total"] = _num(row, "n_total")
+    for field in ("parameters", "tags"):
+        try:
+            out[field] = json.loads(out.get(field) or "null")
+        except ValueError:
+            pass
+    return out
+
+
+def task_run_json(row: dict[str, Any]) -> dict[str, Any]:
+    """A task run as a JSON-friendly dict."""
+    out = dict(row)
+    for field in ("created", "started", "updated", "ended", "duration"):
+        if out.get(field):
+            out[field] = float(out[field])
+    for field in ("attempt", "retries", "result_size"):
+        if field in out:
+            out[field] = int(out[field])
+    out.pop("reply_to", None)
+    try:
+        out["parameters"] = json.loads(out.get("parameters") or "null")
+        out["tags"] = json.loads(out.get("tags") or "[]")
+    except ValueError:
+        pass
+    return out
+
+
+def flow_runs(rows: list[dict[str, str]], as_json: bool) -> None:
+    if as_json:
+        _json([flow_run_json(r) for r in rows])
+        return
+    table = Table(title=f"{len(rows)} flow runs", title_justify="left")
+    for column in ("id", "name", "state", "tasks", "started", "duration"):
+        table.add_column(column)
+    for row in rows:
+        counts = flow_run_json(row)["task_counts"]
+        summary = " ".join(f"{n} {s}" for s, n in counts.items()) or "-"
+        table.add_row(row.get("id", ""), row.get("name", ""), _state(row.get("state", "")),
+                      summary, _when(row.get("started")),
+                      _duration(row.get("started"), row.get("ended")))
+    _console.print(table)
+
+
+def flow_run_detail(flow_run: dict[str, str], task_runs: list[dict[str, Any]],
+                    as_json: bool) -> None:
+    if as_json:
+        _json({**flow_run_json(flow_run), "task_runs": [task_run_json(t) for t in task_runs]})
+        return
+    _console.print(f"[bold]{flow_run.get('name')}[/] {flow_run.get('id')}  "
+                   f"{_state(flow_run.get('state', ''))}  started {_when(flow_run.get('started'))}"
+                   f"  duration {_duration(flow_run.get('started'), flow_run.get('ended'))}")
+    _console.print(f"parameters: {flow_run.get('parameters', '{}')}")
+    if flow_run.get("error_type"):
+        _console.print(f"[red]error: {flow_run['error_type']}: {flow_run.get('error_message')}[/]")
+    table = Table(title=f"{len(task_runs)} task runs", title_justify="left")
+    for column in ("id", "task", "state", "attempts", "duration", "worker", "error"):
+        table.add_column(column, overflow="fold")
+    for row in task_runs:
+        attempts = ", ".join(f"{h.get('attempt')}:{h.get('state')}"
+                             for h in row.get("history", []) if h.get("state") != "running")
+        table.add_row(row.get("id", ""), row.get("task_name", ""), _state(row.get("state", "")),
+                      f"{row.get('attempt', 0)} ({attempts})" if attempts else
+                      str(row.get("attempt", 0)),
+                      _duration(row.get("started"), row.get("ended")) if row.get("ended") else "-",
+                      row.get("worker", "-"),
+                      (f"{row['error_type'].rsplit('.', 1)[-1]}: {row.get('error_message', '')}"
+                       if row.get("error_type") else ""))
+    _console.print(table)
+
+
+def log_lines(lines: list[dict[str, str]], as_json: bool) -> None:
+    for line in lines:
+        if as_json:
+            sys.stdout.write(json.dumps(line) + "\n")
+            continue
+        ts = float(line.get("ts", 0))
+        stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+        who = line.get("name", "")
+        if line.get("task_run_id"):
+            who += f"-{line['task_run_id'][:6]}"
+        sys.stdout.write(f"{stamp} | {line.get('level', ''):<7} | {who} - "
+                         f"{line.get('message', '')}\n")
+    sys.stdout.flush()
+
+
+def workers(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        _json(rows)
+        return
+    table = Table(title=f"{len(rows)} live workers", title_justify="left")
+    for column in ("id", "host", "pid", "queues", "busy", "done", "failed", "heartbeat"):
+        table.add_column(column)
+    for row in rows:
+        age = time.time() - float(row.get("heartbeat") or 0)
+        table.add_row(row.get("id", ""), row.get("host", ""), row.get("pid", ""),
+                      ",".join(row.get("queues", [])),
+                      f"{row.get('busy', 0)}/{row.get('concurrency', '?')}",
+                      row.get("tasks_done", "0"), row.get("tasks_failed", "0"), f"{age:.1f} s ago")
+    _console.print(table)
+
+
+def queues(rows: list[dict[str, Any]], as_json: bool) -> None:
+    if as_json:
+        _json(rows)
+        return
+    table = Table(title=f"{len(rows)} queues", title_justify="left")
+    for column in ("queue", "depth", "workers"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row["name"], str(row["depth"]), str(row["workers"]))
+    _console.print(table)

@@ -1,0 +1,100 @@
+"""``flowkit run ls|show|logs`` and ``flowkit queue ls``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import click
+
+from flowkit.cli import render
+from flowkit.cli.options import json_option, with_client
+from flowkit.errors import RunNotFound
+from flowkit.states import RunState
+
+
+@click.group()
+def run() -> None:
+    """Inspect flow runs."""
+
+
+def _find(client: Any, run_id: str) -> str:
+    from flowkit.store.runs import resolve_flow_run_id
+
+    found = resolve_flow_run_id(client, run_id)
+    if found is None:
+        raise RunNotFound(f"no flow run with id {run_id!r}; `flowkit run ls` lists recent runs")
+    return found
+
+
+@run.command("ls")
+@with_client
+@click.option("--state", type=click.Choice([s.value for s in RunState], case_sensitive=False),
+              default=None, help="Only runs in this state.")
+@click.option("--limit", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@json_option
+def ls(client: Any, state: str | None, limit: int, as_json: bool) -> None:
+    """List flow runs, newest first."""
+    from flowkit.store.runs import list_flow_runs
+
+    render.flow_runs(list_flow_runs(client, state=state and state.lower(), limit=limit), as_json)
+
+
+@run.command("show")
+@click.argument("run_id")
+@with_client
+@json_option
+@click.option("--limit", type=click.IntRange(1, 100_000), default=1000, show_default=True,
+              help="Task runs to show.")
+def show(client: Any, run_id: str, as_json: bool, limit: int) -> None:
+    """Show a flow run and its task runs (states, attempts, durations, workers)."""
+    from flowkit.store.runs import get_flow_run, get_history, get_task_runs
+
+    flow_run_id = _find(client, run_id)
+    flow_run = get_flow_run(client, flow_run_id) or {}
+    task_runs = get_task_runs(client, flow_run_id, limit=limit)
+    for task_run in task_runs:
+        task_run["history"] = get_history(client, task_run["id"])
+    render.flow_run_detail(flow_run, task_runs, as_json)
+
+
+@run.command("logs")
+@click.argument("run_id")
+@with_client
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
+@json_option
+def logs(client: Any, run_id: str, follow: bool, as_json: bool) -> None:
+    """Print a flow run's log lines."""
+    from flowkit.store.runs import get_flow_run, read_logs
+
+    flow_run_id = _find(client, run_id)
+    last = "-"
+    while True:
+        entries = read_logs(client, flow_run_id, after=last)
+        if entries:
+            last = entries[-1][0]
+            render.log_lines([fields for _, fields in entries], as_json)
+        if not follow:
+            return
+        state = (get_flow_run(client, flow_run_id) or {}).get("state", "")
+        if state and RunState(state).is_terminal and not entries:
+            return
+        time.sleep(0.3)
+
+
+@click.group()
+def queue() -> None:
+    """Inspect queues."""
+
+
+@queue.command("ls")
+@with_client
+@json_option
+def queue_ls(client: Any, as_json: bool) -> None:
+    """List queues with their depth and live workers."""
+    from flowkit.store.queue import list_queues
+
+    render.queues(list_queues(client), as_json)
+
+
+queue_ls.name = "ls"

@@ -1,0 +1,72 @@
+"""``flowkit server start|stop``: the embedded Redis-compatible server."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import click
+
+
+@click.group()
+def server() -> None:
+    """Run the embedded Redis-compatible server."""
+
+
+@server.command("start")
+@click.option("--host", default="0.0.0.0", show_default=True,
+              help="Address to bind; 0.0.0.0 lets other machines' workers connect.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="TCP port (default: FLOWKIT_SERVER_PORT, 6390).")
+def start(host: str, port: int | None) -> None:
+    """Run the server in the foreground and print the URL other machines use."""
+    from flowkit.embedded import running_server, start_server, stop_server
+    from flowkit.settings import get_settings
+
+    settings = get_settings()
+    if running_server(settings.home) is not None:
+        click.echo("stopping the background embedded server to run it in the foreground", err=True)
+        stop_server(settings.home)
+    info = start_server(settings.home, port=port or settings.server_port, host=host,
+                        detach=False)
+    public = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    click.echo(f"flowkit server listening on {host}:{info.port} (data in {settings.home / 'data'})")
+    click.echo("On other machines, start workers with:")
+    click.echo(f"  export FLOWKIT_REDIS_URL='{info.url(public)}'")
+    from flowkit.serializers import load_signing_key
+
+    secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+    key = load_signing_key(secret, settings.home).secret.decode()
+    click.echo(f"  export FLOWKIT_SECRET_KEY='{key}'")
+    click.echo("  flowkit worker start")
+    sys.stdout.flush()
+    stopping = {"flag": False}
+
+    def stop(signum: int, frame: Any) -> None:
+        stopping["flag"] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    import os
+    while not stopping["flag"]:
+        try:
+            os.kill(info.pid, 0)
+        except ProcessLookupError:
+            click.echo("Error: the server process exited; see "
+                       f"{settings.home / 'server.log'}", err=True)
+            sys.exit(1)
+        time.sleep(0.2)
+    os.kill(info.pid, signal.SIGTERM)
+    click.echo("server stopped")
+
+
+@server.command("stop")
+def stop_cmd() -> None:
+    """Stop the embedded server recorded in FLOWKIT_HOME."""
+    from flowkit.embedded import stop_server
+    from flowkit.settings import get_settings
+
+    click.echo("stopped" if stop_server(get_settings().home) else "no embedded server running")

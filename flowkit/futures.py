@@ -1,0 +1,190 @@
+"""TaskFuture, wait() and as_completed(): shaped like ``concurrent.futures``."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, NamedTuple, TypeVar
+
+from flowkit.errors import CancelledRun, TaskFailed, TaskTimeout, UpstreamFailed
+from flowkit.states import RunState
+
+if TYPE_CHECKING:
+    from flowkit.runtime import Runtime
+
+R = TypeVar("R")
+
+_MISSING = object()
+
+
+@dataclass(frozen=True)
+class ResultRef:
+    """Stands in an envelope for the value of an upstream task run; the worker loads it."""
+
+    task_run_id: str
+
+
+class TaskFuture(Generic[R]):
+    """The eventual result of one task run executing on a worker."""
+
+    def __init__(self, runtime: Runtime, task_run_id: str, task_name: str, queue: str) -> None:
+        self._runtime = runtime
+        self.task_run_id = task_run_id
+        self.task_name = task_name
+        self.queue = queue
+        self._done = threading.Event()
+        self._final_state: RunState | None = None
+        self._payload: bytes | None = None
+        self._error: dict[str, str | bytes] = {}
+        self._value: Any = _MISSING
+        self._callbacks: list[Callable[[TaskFuture[R]], None]] = []
+        self._lock = threading.Lock()
+        #: True once the caller looked at the outcome (result() or exception()).
+        self.observed = False
+
+    def __repr__(self) -> str:
+        return f"TaskFuture({self.task_name!r}, id={self.task_run_id!r}, state={self.state.value})"
+
+    # -- completion, called by the runtime's listener thread --------------------------------
+    def _set_done(self, state: RunState, payload: bytes | None = None,
+                  error: dict[str, Any] | None = None) -> None:
+        with self._lock:
+            if self._done.is_set():
+                return
+            self._final_state, self._payload, self._error = state, payload, error or {}
+            self._done.set()
+            callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            callback(self)
+
+    def add_done_callback(self, fn: Callable[[TaskFuture[R]], None]) -> None:
+        """Call ``fn(future)`` when the run ends (at once if it already has)."""
+        with self._lock:
+            if not self._done.is_set():
+                self._callbacks.append(fn)
+                return
+        fn(self)
+
+    # -- the public surface ---------------------------------------------------------------
+    def done(self) -> bool:
+        """True when the task run reached a terminal state."""
+        return self._done.is_set()
+
+    @property
+    def state(self) -> RunState:
+        """The run's state: final once done, else read from Redis."""
+        if self._final_state is not None:
+            return self._final_state
+        return self._runtime.read_task_state(self.task_run_id)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the run ends or ``timeout`` seconds pass."""
+        self._runtime.wait_for(self, timeout)
+
+    def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
+        """The task's return value; re-raises the task's exception if it failed.
+
+        Raises:
+            TaskTimeout: the run did not finish within ``timeout`` seconds (it keeps running).
+            Exception: the exception the task raised, same type and message, with the remote
+                traceback attached as a note.
+        """
+        self.wait(timeout)
+        if not self.done():
+            raise TaskTimeout(f"task {self.task_name!r} (run {self.task_run_id}) did not finish "
+                              f"within {timeout} s; it is still {self.state.value}")
+        self.observed = True
+        if self._final_state is not None and self._final_state.is_success:
+            if self._value is _MISSING:
+                self._value = self._runtime.load_result(self.task_run_id, self._payload)
+                self._payload = None
+            return self._value  # type: ignore[no-any-return]
+        exc = self._build_exception()
+        if raise_on_failure:
+            raise exc
+        return exc  # type: ignore[return-value]
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The exception the run failed with, or None when it succeeded."""
+        self.wait(timeout)
+        self.observed = True
+        if self._final_state is None or self._final_state.is_success:
+            return None
+        return self._build_exception()
+
+    def _build_exception(self) -> BaseException:
+        error = self._error
+        exc_type = str(error.get("error_type", ""))
+        message = str(error.get("error_message", ""))
+        remote_tb = str(error.get("traceback", ""))
+        attempts = int(str(error.get("attempt", 0)) or 0)
+        if self._final_state is RunState.CANCELLED:
+            return CancelledRun(f"task {self.task_name!r} (run {self.task_run_id}) was cancelled")
+        if exc_type == "flowkit.errors.UpstreamFailed":
+            return UpstreamFailed(message)
+        rebuilt = self._runtime.load_exception(error.get("exception", b""))
+        if rebuilt is None or type(rebuilt).__module__ + "." + type(rebuilt).__qualname__ != exc_type:
+            rebuilt = TaskFailed(f"task {self.task_name!r} failed with {exc_type}: {message}",
+                                 exc_type=exc_type, remote_traceback=remote_tb, attempts=attempts)
+        if remote_tb and hasattr(rebuilt, "add_note") and not getattr(
+                rebuilt, "remote_traceback_noted", False):
+            rebuilt.add_note(f"Remote traceback (task {self.task_name!r}, run "
+                             f"{self.task_run_id}):\n{remote_tb.rstrip()}")
+        rebuilt.remote_traceback = remote_tb  # type: ignore[attr-defined]
+        rebuilt.remote_traceback_noted = True  # type: ignore[attr-defined]
+        return rebuilt
+
+
+class DoneAndNotDone(NamedTuple):
+    """What :func:`wait` returns, as in ``concurrent.futures``."""
+
+    done: set[TaskFuture[Any]]
+    not_done: set[TaskFuture[Any]]
+
+
+def wait(futures: Iterable[TaskFuture[Any]], timeout: float | None = None) -> DoneAndNotDone:
+    """Wait until every future is done or ``timeout`` seconds pass."""
+    futures = list(futures)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for future in futures:
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        future.wait(remaining)
+    done = {f for f in futures if f.done()}
+    return DoneAndNotDone(done, set(futures) - done)
+
+
+def as_completed(futures: Iterable[TaskFuture[Any]],
+                 timeout: float | None = None) -> Iterator[TaskFuture[Any]]:
+    """Yield futures as they finish, first finished first.
+
+    Raises:
+        TaskTimeout: some futures were still running after ``timeout`` seconds.
+    """
+    futures = list(futures)
+    finished: list[TaskFuture[Any]] = []
+    ready = threading.Condition()
+
+    def on_done(future: TaskFuture[Any]) -> None:
+        with ready:
+            finished.append(future)
+            ready.notify()
+
+    for future in futures:
+        future.add_done_callback(on_done)
+    deadline = None if timeout is None else time.monotonic() + timeout
+    yielded = 0
+    while yielded < len(futures):
+        with ready:
+            while len(finished) <= yielded:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TaskTimeout(f"{len(futures) - yielded} of {len(futures)} futures "
+                                      f"unfinished after {timeout} s")
+                ready.wait(0.5 if remaining is None else min(remaining, 0.5))
+                if futures:
+                    futures[0]._runtime.check_workers({f.queue for f in futures})
+            batch = finished[yielded:]
+        for future in batch:
+            yielded += 1
+            yield future

@@ -1,0 +1,212 @@
+"""Signed envelopes for task calls, and sealed results.
+
+An envelope is ``MAGIC | header length | header JSON | HMAC-SHA256 | body``. The header names the
+flowkit, Python and cloudpickle versions, the task and its run, and the digest of the task
+function, which is stored once in Redis (``flowkit:fn:<digest>``) instead of in every call. The
+body is ``cloudpickle((args, kwargs))``. Workers check the signature and the versions before they
+unpickle anything; results are sealed with the same key so drivers never unpickle unsigned bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import platform
+import secrets
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import cloudpickle
+
+from flowkit._version import __version__
+from flowkit.errors import ConfigurationError, EnvelopeError, SerializationError
+
+MAGIC = b"FK1"
+_MAC_SIZE = 32
+_LEN = struct.Struct(">I")
+PYTHON_VERSION = ".".join(platform.python_version_tuple()[:2])
+CLOUDPICKLE_VERSION = cloudpickle.__version__
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """The HMAC key shared by drivers and workers, with a short id to tell keys apart."""
+
+    secret: bytes
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(b"flowkit-key-id" + self.secret).hexdigest()[:12]
+
+    def sign(self, *parts: bytes) -> bytes:
+        mac = hmac.new(self.secret, digestmod=hashlib.sha256)
+        for part in parts:
+            mac.update(part)
+        return mac.digest()
+
+
+def load_signing_key(secret: str | None, home: Path) -> SigningKey:
+    """The key from ``FLOWKIT_SECRET_KEY``, else the one in ``home`` (created on first use)."""
+    if secret:
+        return SigningKey(secret.encode())
+    path = home / "secret_key"
+    try:
+        return SigningKey(path.read_bytes().strip())
+    except FileNotFoundError:
+        pass
+    home.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_bytes(secrets.token_hex(32).encode())
+    os.chmod(tmp, 0o600)
+    try:
+        os.link(tmp, path)  # atomic: the first process to create the key wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return SigningKey(path.read_bytes().strip())
+
+
+def dumps_function(fn: Callable[..., Any]) -> tuple[str, bytes]:
+    """Pickle a task function by value where needed; return (digest, bytes)."""
+    try:
+        blob = cloudpickle.dumps(fn)
+    except Exception as exc:
+        raise SerializationError(
+            f"task function {getattr(fn, '__qualname__', fn)!r} cannot be pickled: {exc}. "
+            "Define it at module level and avoid capturing open files, locks or connections."
+        ) from exc
+    return hashlib.sha256(blob).hexdigest(), blob
+
+
+def dumps_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+               names: list[str]) -> bytes:
+    """Pickle call arguments; on failure name the argument that cannot travel."""
+    try:
+        return cloudpickle.dumps((args, kwargs))
+    except Exception as exc:
+        culprit = _find_unpicklable(args, kwargs, names)
+        raise SerializationError(
+            f"task {task_name!r}: argument {culprit} cannot be pickled ({type(exc).__name__}: "
+            f"{exc}). Pass plain data the worker can rebuild it from (a path, a URL, a config) "
+            "instead; nothing was queued.") from exc
+
+
+def _find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any], names: list[str]) -> str:
+    labelled = [(names[i] if i < len(names) else f"#{i}", v) for i, v in enumerate(args)]
+    labelled += list(kwargs.items())
+    for label, value in labelled:
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            return f"{label!r} (type {type(value).__module__}.{type(value).__qualname__})"
+    return "(one of them)"
+
+
+def build_envelope(key: SigningKey, *, task_name: str, task_run_id: str, fn_digest: str,
+                   body: bytes) -> bytes:
+    """Wrap a pickled call in a signed envelope."""
+    header = json.dumps({
+        "flowkit": __version__, "python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION,
+        "task": task_name, "task_run_id": task_run_id, "fn": fn_digest, "size": len(body),
+        "key_id": key.key_id,
+    }, separators=(",", ":")).encode()
+    return b"".join((MAGIC, _LEN.pack(len(header)), header, key.sign(header, body), body))
+
+
+@dataclass(frozen=True)
+class OpenedEnvelope:
+    """A verified envelope: its header and the still-pickled call body."""
+
+    header: dict[str, Any]
+    body: bytes
+
+
+def open_envelope(key: SigningKey, data: bytes) -> OpenedEnvelope:
+    """Verify signature and versions; raise :class:`EnvelopeError` naming what differs."""
+    if not data.startswith(MAGIC):
+        raise EnvelopeError("task payload is not a flowkit envelope (bad magic bytes)")
+    (size,) = _LEN.unpack_from(data, len(MAGIC))
+    start = len(MAGIC) + _LEN.size
+    header_bytes = data[start:start + size]
+    mac = data[start + size:start + size + _MAC_SIZE]
+    body = data[start + size + _MAC_SIZE:]
+    header = json.loads(header_bytes)
+    if not hmac.compare_digest(mac, key.sign(header_bytes, body)):
+        raise EnvelopeError(
+            f"task envelope signature does not verify: it was signed with key "
+            f"{header.get('key_id')} and this worker has key {key.key_id}. Give drivers and "
+            "workers the same FLOWKIT_SECRET_KEY.")
+    mismatches = [f"{what} {header.get(field)} on the driver but {mine} on this worker"
+                  for what, field, mine in (("Python", "python", PYTHON_VERSION),
+                                            ("cloudpickle", "cloudpickle", CLOUDPICKLE_VERSION))
+                  if header.get(field) != mine]
+    if mismatches:
+        raise EnvelopeError("cannot run task: " + "; ".join(mismatches)
+                            + ". Install the same versions on drivers and workers.")
+    return OpenedEnvelope(header, body)
+
+
+def seal(key: SigningKey, payload: bytes) -> bytes:
+    """Prefix a pickled result with its HMAC so readers can trust it before unpickling."""
+    return key.sign(payload) + payload
+
+
+def unseal(key: SigningKey, data: bytes) -> bytes:
+    """Check and strip a result's HMAC."""
+    mac, payload = data[:_MAC_SIZE], data[_MAC_SIZE:]
+    if not hmac.compare_digest(mac, key.sign(payload)):
+        raise EnvelopeError("result signature does not verify: the worker that wrote it has a "
+                            "different FLOWKIT_SECRET_KEY than this driver")
+    return payload
+
+
+def dumps_result(value: Any) -> bytes:
+    """Pickle a return value; the error names its type."""
+    try:
+        return cloudpickle.dumps(value)
+    except Exception as exc:
+        raise SerializationError(
+            f"return value of type {type(value).__module__}.{type(value).__qualname__} cannot be "
+            f"pickled ({type(exc).__name__}: {exc}); return plain data instead") from exc
+
+
+def loads(data: bytes) -> Any:
+    """Unpickle verified bytes."""
+    return cloudpickle.loads(data)
+
+
+def json_preview(value: Any, limit: int = 2000) -> str:
+    """A JSON preview of parameters for humans and the dashboard (truncated, secrets masked)."""
+    def mask(obj: Any, depth: int = 0) -> Any:
+        if depth > 4:
+            return "…"
+        if isinstance(obj, dict):
+            return {str(k): ("***" if _is_secret_name(str(k)) else mask(v, depth + 1))
+                    for k, v in list(obj.items())[:50]}
+        if isinstance(obj, (list, tuple, set, frozenset)):
+            return [mask(v, depth + 1) for v in list(obj)[:50]]
+        if isinstance(obj, (str, int, float, bool)) or obj is None:
+            return obj if not isinstance(obj, str) or len(obj) < 200 else obj[:200] + "…"
+        if type(obj).__name__ == "SecretStr":
+            return "***"
+        if isinstance(obj, (bytes, bytearray)):
+            return f"<{len(obj)} bytes>"
+        return repr(obj)[:200]
+    text = json.dumps(mask(value), default=str)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _is_secret_name(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in ("password", "secret", "token", "api_key", "apikey"))
+
+
+def check_env_key(secret: str | None) -> None:
+    """Reject an obviously weak explicit key."""
+    if secret is not None and len(secret) < 16:
+        raise ConfigurationError("FLOWKIT_SECRET_KEY must be at least 16 characters long")

@@ -1,0 +1,92 @@
+"""Redis connections with explicit timeouts and errors that name the URL and what to check."""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from flowkit.errors import ConfigurationError, StoreConnectionError, StoreError
+
+if TYPE_CHECKING:
+    import redis
+
+T = TypeVar("T")
+
+_PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+_SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
+
+
+def redact(url: str) -> str:
+    """Hide the password in a Redis URL so it can go into messages and logs."""
+    return _PASSWORD_IN_URL.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)
+
+
+def _hint(url: str) -> str:
+    return (f"check that a Redis-compatible server is running at {redact(url)} and reachable "
+            "from this machine (host, port, password, firewall), or unset FLOWKIT_REDIS_URL "
+            "to use the embedded server")
+
+
+def connect(url: str, *, connect_timeout: float = 3.0, socket_timeout: float = 10.0,
+            check: bool = True) -> redis.Redis:
+    """Open a client for ``url`` with bounded timeouts and retries, and PING it.
+
+    Raises:
+        ConfigurationError: the URL is malformed.
+        StoreConnectionError: nothing answers at the URL within the timeouts.
+    """
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.retry import Retry
+
+    if not url.startswith(_SCHEMES):
+        raise ConfigurationError(
+            f"Redis URL {redact(url)!r} is malformed: it must start with redis://, rediss:// or "
+            "unix://, e.g. redis://host:6379/0")
+    url = url.replace("valkey://", "redis://", 1).replace("valkeys://", "rediss://", 1)
+    try:
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=connect_timeout, socket_timeout=socket_timeout,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+            health_check_interval=30, decode_responses=False)
+    except ValueError as exc:
+        raise ConfigurationError(f"Redis URL {redact(url)!r} is malformed: {exc}") from None
+    client.flowkit_url = url  # type: ignore[attr-defined]
+    if check:
+        call(client, client.ping)
+    return client
+
+
+def url_of(client: redis.Redis) -> str:
+    """The URL a client was opened with, password redacted."""
+    return redact(getattr(client, "flowkit_url", "redis://?"))
+
+
+def call(client: redis.Redis, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run one redis-py call, turning redis-py errors into flowkit errors that name the URL."""
+    import redis
+
+    try:
+        return fn(*args, **kwargs)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        url = getattr(client, "flowkit_url", "redis://?")
+        raise StoreConnectionError(f"cannot reach Redis at {redact(url)}: {exc}; {_hint(url)}") from None
+    except redis.ResponseError as exc:
+        raise StoreError(f"Redis at {url_of(client)} answered with an error: {exc}") from exc
+
+
+def wait_for_ping(client: redis.Redis, deadline_seconds: float) -> None:
+    """PING until the server answers or the deadline passes (used after starting a server)."""
+    import redis
+
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        try:
+            client.ping()
+            return
+        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)

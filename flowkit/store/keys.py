@@ -1,0 +1,107 @@
+"""Every Redis key flowkit uses: the contract between drivers, workers and the dashboard.
+
+Queues are RQ queues (``rq:queue:<name>`` lists registered in ``rq:queues``) and every task run
+is also an RQ job hash (``rq:job:<id>``), so ``rq info`` shows flowkit's queues and jobs. All
+other state lives under ``flowkit:``.
+"""
+
+from __future__ import annotations
+
+#: Prefix of every flowkit-owned key.
+PREFIX = "flowkit:"
+#: RQ's registry of queue keys (a set).
+RQ_QUEUES = "rq:queues"
+#: Prefix of RQ queue lists; the rest is the queue name.
+RQ_QUEUE_PREFIX = "rq:queue:"
+#: Prefix of RQ job hashes; flowkit keeps the task envelope in field ``flowkit_envelope``.
+RQ_JOB_PREFIX = "rq:job:"
+
+TASK_RUN_PREFIX = PREFIX + "taskrun:"
+FLOW_RUN_PREFIX = PREFIX + "flowrun:"
+WORKER_PREFIX = PREFIX + "worker:"
+
+#: Sorted set of flow run ids by creation time (score: epoch seconds).
+FLOW_RUNS = PREFIX + "flowruns"
+#: Sorted set of live worker ids by last heartbeat.
+WORKERS = PREFIX + "workers"
+#: Capped stream of state changes and user events.
+EVENTS = PREFIX + "events"
+
+
+def queue(name: str) -> str:
+    """The RQ list holding the ids of task runs waiting on queue ``name``."""
+    return RQ_QUEUE_PREFIX + name
+
+
+def queue_name(key: str) -> str:
+    """The queue name of an RQ queue key."""
+    return key[len(RQ_QUEUE_PREFIX):] if key.startswith(RQ_QUEUE_PREFIX) else key
+
+
+def queue_workers(name: str) -> str:
+    """Sorted set of worker ids serving queue ``name``, scored by last heartbeat."""
+    return f"{PREFIX}queue:{name}:workers"
+
+
+def rq_job(task_run_id: str) -> str:
+    """The RQ job hash of a task run (holds the envelope until the run ends)."""
+    return RQ_JOB_PREFIX + task_run_id
+
+
+def task_run(task_run_id: str) -> str:
+    """Hash with one task run's fields (state, attempt, worker, error...)."""
+    return TASK_RUN_PREFIX + task_run_id
+
+
+def task_run_history(task_run_id: str) -> str:
+    """List of JSON state transitions of a task run, oldest first."""
+    return f"{TASK_RUN_PREFIX}{task_run_id}:history"
+
+
+def result(task_run_id: str) -> str:
+    """Pickled return value of a completed task run."""
+    return f"{PREFIX}result:{task_run_id}"
+
+
+def function(digest: str) -> str:
+    """A pickled task function, stored once and referenced by digest from envelopes."""
+    return f"{PREFIX}fn:{digest}"
+
+
+def flow_run(flow_run_id: str) -> str:
+    """Hash with one flow run's fields and its per-state task counters (``n_<state>``)."""
+    return FLOW_RUN_PREFIX + flow_run_id
+
+
+def flow_run_tasks(flow_run_id: str) -> str:
+    """Sorted set of a flow run's task run ids by submission order."""
+    return f"{FLOW_RUN_PREFIX}{flow_run_id}:tasks"
+
+
+def flow_runs_in_state(state: str) -> str:
+    """Sorted set of flow run ids currently in ``state``, by creation time."""
+    return f"{PREFIX}flowruns:state:{state}"
+
+
+def logs(flow_run_id: str) -> str:
+    """Capped stream of a flow run's log lines."""
+    return f"{PREFIX}logs:{flow_run_id}"
+
+
+def reply(driver_id: str) -> str:
+    """Stream of completions and log lines addressed to one driver process."""
+    return f"{PREFIX}reply:{driver_id}"
+
+
+def worker(worker_id: str) -> str:
+    """Hash describing one worker (host, pid, queues, concurrency, counters)."""
+    return WORKER_PREFIX + worker_id
+
+
+def processing(executor_id: str) -> str:
+    """List of task run ids an executor has claimed and not yet finished."""
+    return f"{PREFIX}processing:{executor_id}"
+
+
+#: Sorted set of task runs waiting out a retry delay: member "<queue key>|<id>", score due time.
+SCHEDULED = PREFIX + "scheduled"

@@ -1,0 +1,52 @@
+"""The Lua scripts shipped in ``flowkit/store/scripts``, loaded once per client.
+
+redis-py's ``Script`` objects check ``SCRIPT EXISTS`` on every pipeline execute (one more round
+trip per task); here each script is loaded once and called with EVALSHA, and a NOSCRIPT reply
+(the server restarted) reloads it.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from importlib import resources
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    import redis
+
+
+@lru_cache(maxsize=None)
+def source(name: str) -> str:
+    """The text of ``scripts/<name>.lua``."""
+    return resources.files("flowkit.store.scripts").joinpath(f"{name}.lua").read_text()
+
+
+def _shas(client: redis.Redis) -> dict[str, str]:
+    return client.__dict__.setdefault("_flowkit_script_shas", {})  # type: ignore[no-any-return]
+
+
+def sha(client: redis.Redis, name: str) -> str:
+    """The SHA1 of a script, loading it into the server the first time."""
+    shas = _shas(client)
+    if name not in shas:
+        shas[name] = client.script_load(source(name))
+    return shas[name]
+
+
+def forget(client: redis.Redis) -> None:
+    """Forget loaded scripts (after NOSCRIPT: the server restarted or was flushed)."""
+    _shas(client).clear()
+
+
+def run(client: redis.Redis, name: str, keys: Sequence[Any], args: Sequence[Any],
+        pipe: Any = None) -> Any:
+    """EVALSHA a script on ``client``, or queue it on ``pipe`` (a pipeline of ``client``)."""
+    import redis as redis_lib
+
+    if pipe is not None:
+        return pipe.evalsha(sha(client, name), len(keys), *keys, *args)
+    try:
+        return client.evalsha(sha(client, name), len(keys), *keys, *args)
+    except redis_lib.exceptions.NoScriptError:
+        forget(client)
+        return client.evalsha(sha(client, name), len(keys), *keys, *args)

@@ -1,0 +1,160 @@
+"""Queue operations of executors (claim, finish) and the worker registry."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from flowkit.store import keys
+from flowkit.store.connection import call
+from flowkit.store import lua
+from flowkit.store.runs import REPLY_MAXLEN
+
+if TYPE_CHECKING:
+    import redis
+
+#: A worker whose heartbeat is older than this many seconds is treated as gone.
+WORKER_STALE_SECONDS = 15.0
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task run an executor has claimed: its envelope and where to send the outcome."""
+
+    id: str
+    envelope: bytes
+    attempt: int
+    flow_run_id: str
+    reply_to: str
+
+
+@dataclass
+class Outcome:
+    """What one attempt produced, ready for :func:`finish`."""
+
+    state: str
+    result: bytes = b""
+    inline: bool = False
+    error_type: str = ""
+    error_message: str = ""
+    traceback: str = ""
+    exception: bytes = b""
+    retry_delay: float | None = None
+
+
+def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[str], *,
+          limit: int = 1, taken: str = "", push: bool = False, pipe: Any = None) -> Any:
+    """Claim up to ``limit`` task runs (run now, or queued on ``pipe``); see claim.lua."""
+    return lua.run(client, "claim",
+                   [keys.processing(executor_id), keys.SCHEDULED, *[keys.queue(q) for q in queues]],
+                   [time.time(), worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
+                    keys.RQ_JOB_PREFIX, taken, "1" if push else "0", limit], pipe=pipe)
+
+
+def parse_claims(raw: list[Any] | None) -> list[Claim]:
+    """The claims in a claim script reply."""
+    return [Claim(r[0].decode(), r[1] or b"", int(r[2]), r[3].decode(), r[4].decode())
+            for r in raw or ()]
+
+
+def blocking_pop(client: redis.Redis, executor_id: str, queues: list[str],
+                 timeout: float) -> tuple[str, bool] | None:
+    """Wait for work: ``(task_run_id, needs_push_to_processing)`` or None after ``timeout``.
+
+    One queue: BLMOVE straight onto the processing list (atomic). Several queues: BLMPOP over
+    all of them in priority order; the claim script then records the id as processing.
+    """
+    if len(queues) == 1:
+        got = call(client, client.blmove, keys.queue(queues[0]), keys.processing(executor_id),
+                   timeout, "LEFT", "RIGHT")
+        return (got.decode(), False) if got else None
+    got = call(client, client.blmpop, timeout, len(queues), *[keys.queue(q) for q in queues],
+               direction="LEFT", count=1)
+    return (got[1][0].decode(), True) if got else None
+
+
+def finish(client: redis.Redis, pipe: Any, worker_id: str, executor_id: str, claimed: Claim,
+           queue: str, outcome: Outcome, result_ttl_ms: int) -> None:
+    """Queue the fenced finish script for one attempt on ``pipe`` (a pipeline of ``client``)."""
+    lua.run(client, "finish",
+            [keys.processing(executor_id), keys.worker(worker_id), keys.task_run(claimed.id),
+             keys.result(claimed.id), keys.rq_job(claimed.id), keys.EVENTS, keys.SCHEDULED,
+             keys.queue(queue)],
+            [claimed.id, claimed.attempt, outcome.state, time.time(), outcome.result,
+             result_ttl_ms, "1" if outcome.inline else "0", outcome.error_type,
+             outcome.error_message, outcome.traceback, outcome.exception, keys.FLOW_RUN_PREFIX,
+             worker_id, "" if outcome.retry_delay is None else outcome.retry_delay,
+             REPLY_MAXLEN], pipe=pipe)
+
+
+def register_worker(client: redis.Redis, worker_id: str, queues: list[str], concurrency: int,
+                    version: str) -> None:
+    """Announce a worker and the queues it serves."""
+    now = time.time()
+    import os
+    call(client, client.hset, keys.worker(worker_id), mapping={
+        "id": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
+        "queues": json.dumps(queues), "concurrency": concurrency, "started": now,
+        "heartbeat": now, "version": version, "busy": 0, "state": "running",
+        "tasks_done": 0, "tasks_failed": 0})
+    heartbeat(client, worker_id, queues, busy=0)
+
+
+def heartbeat(client: redis.Redis, worker_id: str, queues: list[str], busy: int) -> None:
+    """Refresh a worker's liveness in the registry and in each queue it serves."""
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.worker(worker_id), mapping={"heartbeat": now, "busy": busy})
+    pipe.expire(keys.worker(worker_id), 24 * 3600)
+    pipe.zadd(keys.WORKERS, {worker_id: now})
+    for name in queues:
+        pipe.zadd(keys.queue_workers(name), {worker_id: now})
+        pipe.sadd(keys.RQ_QUEUES, keys.queue(name))
+    call(client, pipe.execute)
+
+
+def unregister_worker(client: redis.Redis, worker_id: str, queues: list[str]) -> None:
+    """Remove a stopping worker from the registry (its counters stay for a day)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zrem(keys.WORKERS, worker_id)
+    for name in queues:
+        pipe.zrem(keys.queue_workers(name), worker_id)
+    pipe.hset(keys.worker(worker_id), "state", "stopped")
+    call(client, pipe.execute)
+
+
+def live_workers_for(client: redis.Redis, queue: str) -> int:
+    """How many workers with a fresh heartbeat serve ``queue``."""
+    return int(call(client, client.zcount, keys.queue_workers(queue),
+                    time.time() - WORKER_STALE_SECONDS, "+inf"))
+
+
+def list_workers(client: redis.Redis) -> list[dict[str, Any]]:
+    """Workers with a fresh heartbeat, newest heartbeat first."""
+    ids = call(client, client.zrevrangebyscore, keys.WORKERS, "+inf",
+               time.time() - WORKER_STALE_SECONDS)
+    pipe = client.pipeline(transaction=False)
+    for worker_id in ids:
+        pipe.hgetall(keys.worker(worker_id.decode()))
+    out = []
+    for raw in call(client, pipe.execute):
+        if raw:
+            row: dict[str, Any] = {k.decode(): v.decode() for k, v in raw.items()}
+            row["queues"] = json.loads(row.get("queues", "[]"))
+            out.append(row)
+    return out
+
+
+def list_queues(client: redis.Redis) -> list[dict[str, Any]]:
+    """Every known queue with its depth, scheduled retries and live worker count."""
+    names = sorted(keys.queue_name(k.decode()) for k in call(client, client.smembers, keys.RQ_QUEUES))
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.llen(keys.queue(name))
+        pipe.zcount(keys.queue_workers(name), time.time() - WORKER_STALE_SECONDS, "+inf")
+    replies = call(client, pipe.execute)
+    return [{"name": name, "depth": int(replies[2 * i]), "workers": int(replies[2 * i + 1])}
+            for i, name in enumerate(names)]

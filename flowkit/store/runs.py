@@ -1,0 +1,235 @@
+"""Writes and reads of flow runs and task runs (the data model in ``keys.py``)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from flowkit.states import ALL_STATES, RunState
+from flowkit.store import keys
+from flowkit.errors import StoreError
+from flowkit.store import lua
+from flowkit.store.connection import call
+
+if TYPE_CHECKING:
+    import redis
+
+#: RQ jobs for flowkit task runs call this function, so a stock ``rq worker`` can run them too.
+RQ_FUNCTION = "flowkit.workers.rq_compat.run_task_run"
+#: Replies kept per driver stream before Redis trims the oldest.
+REPLY_MAXLEN = 200_000
+
+
+def new_id() -> str:
+    """A new run id: 16 hex characters, random."""
+    return secrets.token_hex(8)
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+@dataclass
+class TaskRunSpec:
+    """Everything a driver writes to queue one task call."""
+
+    id: str
+    flow_run_id: str
+    task_name: str
+    queue: str
+    envelope: bytes
+    reply_to: str
+    parameters: str = "{}"
+    tags: list[str] = field(default_factory=list)
+    retries: int = 0
+    held: bool = False
+    upstream: list[str] = field(default_factory=list)
+
+
+def create_flow_run(client: redis.Redis, flow_run_id: str, name: str, *, parameters: str = "{}",
+                    tags: Iterable[str] = (), parent: str = "", kind: str = "flow",
+                    state: RunState = RunState.RUNNING) -> None:
+    """Record a new flow run in ``state`` and index it."""
+    now = time.time()
+    fields: dict[str, Any] = {
+        "id": flow_run_id, "name": name, "kind": kind, "state": state.value, "created": now,
+        "started": now, "updated": now, "parameters": parameters, "tags": json.dumps(list(tags)),
+        "parent": parent, "n_total": 0,
+    }
+    fields.update({f"n_{s.value}": 0 for s in ALL_STATES})
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.flow_run(flow_run_id), mapping=fields)
+    pipe.zadd(keys.FLOW_RUNS, {flow_run_id: now})
+    pipe.zadd(keys.flow_runs_in_state(state.value), {flow_run_id: now})
+    pipe.xadd(keys.EVENTS, {"kind": "flow", "id": flow_run_id, "state": state.value},
+              maxlen=10_000, approximate=True)
+    call(client, pipe.execute)
+
+
+def set_flow_run_state(client: redis.Redis, flow_run_id: str, old: RunState, new: RunState, *,
+                       error_type: str = "", error_message: str = "", traceback: str = "",
+                       result_preview: str = "") -> None:
+    """Move a flow run to ``new``, keeping the per-state indexes right."""
+    now = time.time()
+    key = keys.flow_run(flow_run_id)
+    created = call(client, client.hget, key, "created")
+    fields: dict[str, Any] = {"state": new.value, "updated": now}
+    if new.is_terminal:
+        fields["ended"] = now
+    if error_type:
+        fields.update(error_type=error_type, error_message=error_message, traceback=traceback)
+    if result_preview:
+        fields["result"] = result_preview
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(key, mapping=fields)
+    pipe.zrem(keys.flow_runs_in_state(old.value), flow_run_id)
+    pipe.zadd(keys.flow_runs_in_state(new.value), {flow_run_id: float(created or now)})
+    pipe.xadd(keys.EVENTS, {"kind": "flow", "id": flow_run_id, "state": new.value},
+              maxlen=10_000, approximate=True)
+    call(client, pipe.execute)
+
+
+def _rq_data_template() -> tuple[bytes, bytes]:
+    """RQ's job data (a pickled call of RQ_FUNCTION) split around a 16-character id."""
+    marker = "\x00" * 16
+    data = pickle.dumps((RQ_FUNCTION, None, (marker,), {}), protocol=4)
+    before, after = data.split(marker.encode())
+    return before, after
+
+
+_RQ_DATA = _rq_data_template()
+
+
+def enqueue_task_runs(client: redis.Redis, specs: list[TaskRunSpec]) -> None:
+    """Write task runs and queue the ready ones: one script call per 500 runs.
+
+    All specs of one call share task, flow run, queue and driver (one ``submit``/``map``).
+    """
+    if not specs:
+        return
+    first = specs[0]
+    now = time.time()
+    shared = [now, _iso(now), first.flow_run_id, first.task_name, first.queue, first.reply_to,
+              json.dumps(first.tags), first.retries, keys.TASK_RUN_PREFIX, keys.RQ_JOB_PREFIX,
+              *_RQ_DATA]
+    script_keys = [keys.queue(first.queue), keys.flow_run(first.flow_run_id),
+                   keys.flow_run_tasks(first.flow_run_id), keys.RQ_QUEUES]
+    chunk = 500
+    pipe = client.pipeline(transaction=False)
+    for start in range(0, len(specs), chunk):
+        args: list[Any] = list(shared)
+        for spec in specs[start:start + chunk]:
+            args += [spec.id, spec.envelope, spec.parameters, "1" if spec.held else "0",
+                     ",".join(spec.upstream)]
+        lua.run(client, "enqueue", script_keys, args, pipe=pipe)
+    try:
+        call(client, pipe.execute)
+    except StoreError as exc:
+        if "NOSCRIPT" not in str(exc):
+            raise
+        lua.forget(client)
+        enqueue_task_runs(client, specs)
+
+
+def release_task_runs(client: redis.Redis, ready: list[tuple[str, str]]) -> None:
+    """Queue held task runs whose dependencies completed: ``(task_run_id, queue)`` pairs."""
+    pipe = client.pipeline(transaction=False)
+    for task_run_id, queue in ready:
+        pipe.hset(keys.rq_job(task_run_id), "status", "queued")
+        pipe.rpush(keys.queue(queue), task_run_id)
+    call(client, pipe.execute)
+
+
+def fail_without_running(client: redis.Redis, task_run_id: str, flow_run_id: str,
+                         state: RunState, error_type: str, message: str) -> None:
+    """End a task run that never started (its upstream failed, or it was cancelled)."""
+    now = time.time()
+    tr = keys.task_run(task_run_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(tr, mapping={"state": state.value, "ended": now, "updated": now,
+                           "error_type": error_type, "error_message": message})
+    pipe.rpush(keys.task_run_history(task_run_id), json.dumps(
+        {"state": state.value, "ts": now, "attempt": 0, "error_type": error_type,
+         "message": message}))
+    pipe.hincrby(keys.flow_run(flow_run_id), "n_pending", -1)
+    pipe.hincrby(keys.flow_run(flow_run_id), f"n_{state.value}", 1)
+    pipe.delete(keys.rq_job(task_run_id))
+    pipe.xadd(keys.EVENTS, {"kind": "task", "id": task_run_id, "flow_run_id": flow_run_id,
+                            "state": state.value}, maxlen=10_000, approximate=True)
+    call(client, pipe.execute)
+
+
+def append_log(client: redis.Redis | Any, flow_run_id: str, record: dict[str, str],
+               reply_to: str = "") -> None:
+    """Add one log line to the flow run's log stream (and to the driver's reply stream)."""
+    client.xadd(keys.logs(flow_run_id), record, maxlen=100_000, approximate=True)
+    if reply_to:
+        client.xadd(reply_to, {"kind": "log", **record}, maxlen=REPLY_MAXLEN, approximate=True)
+
+
+def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+
+
+def get_flow_run(client: redis.Redis, flow_run_id: str) -> dict[str, str] | None:
+    """One flow run's fields, or None."""
+    raw = call(client, client.hgetall, keys.flow_run(flow_run_id))
+    return _decode(raw) if raw else None
+
+
+def resolve_flow_run_id(client: redis.Redis, prefix: str) -> str | None:
+    """The full id of a flow run given its id or a unique prefix of at least 6 characters."""
+    if call(client, client.exists, keys.flow_run(prefix)):
+        return prefix
+    if len(prefix) < 6:
+        return None
+    matches = [m.decode() for m in call(client, client.zrevrange, keys.FLOW_RUNS, 0, 9999)
+               if m.decode().startswith(prefix)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def list_flow_runs(client: redis.Redis, *, state: str | None = None, limit: int = 20,
+                   before: float | None = None) -> list[dict[str, str]]:
+    """Flow runs newest first, optionally in one state, created before ``before``."""
+    index = keys.flow_runs_in_state(state) if state else keys.FLOW_RUNS
+    top = f"({before}" if before is not None else "+inf"
+    ids = call(client, client.zrevrangebyscore, index, top, "-inf", start=0, num=limit)
+    pipe = client.pipeline(transaction=False)
+    for flow_run_id in ids:
+        pipe.hgetall(keys.flow_run(flow_run_id.decode()))
+    return [_decode(raw) for raw in call(client, pipe.execute) if raw]
+
+
+def get_task_runs(client: redis.Redis, flow_run_id: str, *, offset: int = 0,
+                  limit: int = 1000) -> list[dict[str, str]]:
+    """A page of a flow run's task runs in submission order."""
+    ids = call(client, client.zrange, keys.flow_run_tasks(flow_run_id), offset,
+               offset + limit - 1)
+    pipe = client.pipeline(transaction=False)
+    for task_run_id in ids:
+        pipe.hgetall(keys.task_run(task_run_id.decode()))
+    return [_decode(raw) for raw in call(client, pipe.execute) if raw]
+
+
+def get_task_run(client: redis.Redis, task_run_id: str) -> dict[str, str] | None:
+    """One task run's fields, or None."""
+    raw = call(client, client.hgetall, keys.task_run(task_run_id))
+    return _decode(raw) if raw else None
+
+
+def get_history(client: redis.Redis, task_run_id: str) -> list[dict[str, Any]]:
+    """A task run's state transitions, oldest first."""
+    raw = call(client, client.lrange, keys.task_run_history(task_run_id), 0, -1)
+    return [json.loads(item) for item in raw]
+
+
+def read_logs(client: redis.Redis, flow_run_id: str, after: str = "-",
+              count: int = 10_000) -> list[tuple[str, dict[str, str]]]:
+    """Log lines of a flow run after stream id ``after`` (exclusive), oldest first."""
+    start = after if after == "-" else f"({after}"
+    entries = call(client, client.xrange, keys.logs(flow_run_id), start, "+", count)
+    return [(entry_id.decode(), _decode(fields)) for entry_id, fields in entries]

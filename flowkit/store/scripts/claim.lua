@@ -1,0 +1,60 @@
+-- Claim up to N task runs for an executor and mark them running.
+-- KEYS[1] = processing list of the executor (flowkit:processing:<executor>)
+-- KEYS[2] = scheduled sorted set (flowkit:scheduled), members "<queue key>|<task run id>"
+-- KEYS[3..n] = RQ queue lists in priority order
+-- ARGV[1] = now (epoch seconds)
+-- ARGV[2] = worker id
+-- ARGV[3] = task run key prefix      ARGV[4] = flow run key prefix
+-- ARGV[5] = RQ job key prefix
+-- ARGV[6] = id already taken by a blocking pop ('' for none)
+-- ARGV[7] = '1' when that id still has to be pushed onto the processing list
+-- ARGV[8] = how many task runs to claim at most
+-- Returns a list of {id, envelope, attempt, flow_run_id, reply_to}; ids that are no longer
+-- pending (cancelled, already finished) are dropped from the processing list and skipped.
+local now = ARGV[1]
+
+-- Retries whose delay has passed go back to the end of their queue.
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
+for _, member in ipairs(due) do
+  local sep = string.find(member, '|', 1, true)
+  redis.call('RPUSH', string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
+  redis.call('ZREM', KEYS[2], member)
+end
+
+local function take(id)
+  local tr = ARGV[3] .. id
+  local f = redis.call('HMGET', tr, 'state', 'flow_run_id', 'reply_to')
+  if f[1] ~= 'pending' then
+    redis.call('LREM', KEYS[1], 0, id)
+    return nil
+  end
+  local attempt = redis.call('HINCRBY', tr, 'attempt', 1)
+  redis.call('HSET', tr, 'state', 'running', 'started', now, 'worker', ARGV[2], 'updated', now)
+  local fr = ARGV[4] .. f[2]
+  redis.call('HINCRBY', fr, 'n_pending', -1)
+  redis.call('HINCRBY', fr, 'n_running', 1)
+  redis.call('RPUSH', tr .. ':history',
+    cjson.encode({state = 'running', ts = tonumber(now), attempt = attempt, worker = ARGV[2]}))
+  local job = ARGV[5] .. id
+  redis.call('HSET', job, 'status', 'started', 'worker_name', ARGV[2])
+  return {id, redis.call('HGET', job, 'flowkit_envelope') or '', attempt, f[2], f[3]}
+end
+
+local claims = {}
+if ARGV[6] ~= '' then
+  if ARGV[7] == '1' then redis.call('RPUSH', KEYS[1], ARGV[6]) end
+  local c = take(ARGV[6])
+  if c then table.insert(claims, c) end
+end
+local limit = tonumber(ARGV[8])
+local qi = 3
+while #claims < limit and qi <= #KEYS do
+  local id = redis.call('LMOVE', KEYS[qi], KEYS[1], 'LEFT', 'RIGHT')
+  if id then
+    local c = take(id)
+    if c then table.insert(claims, c) end
+  else
+    qi = qi + 1
+  end
+end
+return claims

@@ -1,0 +1,262 @@
+"""``@task`` and :class:`Task`: plain functions that run on worker processes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+from typing import (TYPE_CHECKING, Any, Callable, Generic, Iterable, ParamSpec, TypeVar,
+                    overload)
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from flowkit import serializers
+from flowkit.context import flow_run_ctx, task_run_ctx
+from flowkit.errors import ConfigurationError
+from flowkit.futures import ResultRef, TaskFuture
+
+if TYPE_CHECKING:
+    from flowkit.runtime import Runtime
+    from flowkit.store.runs import TaskRunSpec
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RetryDelay = float | list[float] | Callable[[int], float]
+
+
+class TaskOptions(BaseModel):
+    """Options of a task (Prefect-compatible names)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    name: str
+    description: str | None = None
+    retries: int = Field(default=0, ge=0)
+    retry_delay_seconds: float | list[float] | Callable[[int], float] = 0.0
+    retry_jitter_factor: float | None = Field(default=None, ge=0)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    cache_policy: Any = None
+    cache_key_fn: Callable[..., str | None] | None = None
+    cache_expiration: dt.timedelta | None = None
+    refresh_cache: bool | None = None
+    log_prints: bool | None = None
+    tags: frozenset[str] = frozenset()
+    queue: str | None = None
+
+    @field_validator("retry_delay_seconds")
+    @classmethod
+    def _delays_not_negative(cls, value: Any) -> Any:
+        values = value if isinstance(value, list) else [value] if not callable(value) else []
+        if any(v < 0 for v in values):
+            raise ValueError("retry_delay_seconds must not be negative")
+        return value
+
+    @field_validator("cache_expiration", mode="before")
+    @classmethod
+    def _seconds_to_timedelta(cls, value: Any) -> Any:
+        return dt.timedelta(seconds=value) if isinstance(value, (int, float)) else value
+
+    @field_validator("queue")
+    @classmethod
+    def _queue_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or any(c.isspace() for c in value)):
+            raise ValueError(f"queue name {value!r} must be non-empty and contain no spaces")
+        return value
+
+
+class unmapped(Generic[R]):  # noqa: N801 - Prefect's name
+    """Wraps an argument of :meth:`Task.map` that every call receives whole."""
+
+    def __init__(self, value: R) -> None:
+        self.value = value
+
+
+def _replace_futures(value: Any, found: list[TaskFuture[Any]], depth: int = 0) -> Any:
+    """Swap futures (also inside lists, tuples, sets and dicts) for ResultRefs."""
+    if isinstance(value, TaskFuture):
+        found.append(value)
+        return ResultRef(value.task_run_id)
+    if depth > 3:
+        return value
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (TaskFuture, list, tuple, dict))
+                                                for v in value):
+        items = [_replace_futures(v, found, depth + 1) for v in value]
+        return type(value)(items) if not hasattr(value, "_fields") else type(value)(*items)
+    if isinstance(value, dict) and any(isinstance(v, (TaskFuture, list, tuple, dict))
+                                       for v in value.values()):
+        return {k: _replace_futures(v, found, depth + 1) for k, v in value.items()}
+    return value
+
+
+class Task(Generic[P, R]):
+    """A function that runs as a task run on a worker when submitted.
+
+    Call it inside a flow to run it on a worker and get its value; call :meth:`submit` or
+    :meth:`map` anywhere (a flow, a notebook cell, a script) to get futures.
+    """
+
+    def __init__(self, fn: Callable[P, R], options: TaskOptions) -> None:
+        self.fn = fn
+        self.options = options
+        self.__doc__ = fn.__doc__
+        self.__wrapped__ = fn
+        self._param_names = [p.name for p in inspect.signature(fn).parameters.values()
+                             if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._pickled: tuple[str, bytes] | None = None
+
+    @property
+    def name(self) -> str:
+        return self.options.name
+
+    def __repr__(self) -> str:
+        return f"Task({self.name!r})"
+
+    def with_options(self, **changes: Any) -> Task[P, R]:
+        """A copy of this task with some options changed."""
+        merged = {**self.options.model_dump(), **changes}
+        if "tags" in changes:
+            merged["tags"] = frozenset(changes["tags"])
+        return Task(self.fn, TaskOptions(**merged))
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Inside a flow: run on a worker and return the value. Elsewhere: run locally."""
+        if task_run_ctx.get() is None and flow_run_ctx.get() is not None:
+            return self.submit(*args, **kwargs).result()
+        return self.fn(*args, **kwargs)
+
+    def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
+        """Queue one call for a worker and return its future (nothing waits)."""
+        return self._submit_calls([(args, kwargs)])[0]
+
+    def map(self, *args: Any, **kwargs: Any) -> list[TaskFuture[R]]:
+        """Queue one call per element of the iterable arguments (``unmapped`` ones are whole).
+
+        Raises:
+            ConfigurationError: no argument is iterable, or they differ in length.
+        """
+        calls = _expand_map(self.name, args, kwargs)
+        return self._submit_calls(calls)
+
+    # -- internals --------------------------------------------------------------------------
+    def _function_blob(self) -> tuple[str, bytes]:
+        if self._pickled is None:
+            self._pickled = serializers.dumps_function(self.fn)
+        return self._pickled
+
+    def _execution_options(self) -> dict[str, Any]:
+        opts = self.options
+        return {"retries": opts.retries, "retry_delay_seconds": opts.retry_delay_seconds,
+                "retry_jitter_factor": opts.retry_jitter_factor,
+                "timeout_seconds": opts.timeout_seconds, "log_prints": opts.log_prints,
+                "queue": opts.queue}
+
+    def _submit_calls(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
+                      ) -> list[TaskFuture[R]]:
+        from flowkit.runtime import get_runtime
+        from flowkit.store.runs import TaskRunSpec, new_id
+
+        runtime = get_runtime()
+        flow_ctx = flow_run_ctx.get()
+        flow_run_id = flow_ctx.flow_run_id if flow_ctx else runtime.adhoc_flow_run()
+        log_prints = self.options.log_prints
+        if log_prints is None:
+            log_prints = bool(flow_ctx and flow_ctx.log_prints)
+        digest, blob = self._function_blob()
+        queue = self.options.queue or runtime.settings.default_queue
+        exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue}
+        specs: list[TaskRunSpec] = []
+        upstreams: list[list[TaskFuture[Any]]] = []
+        for args, kwargs in calls:
+            found: list[TaskFuture[Any]] = []
+            args = tuple(_replace_futures(a, found) for a in args)
+            kwargs = {k: _replace_futures(v, found) for k, v in kwargs.items()}
+            body = self._dump_body(args, kwargs, exec_opts)
+            task_run_id = new_id()
+            envelope = serializers.build_envelope(runtime.key, task_name=self.name,
+                                                  task_run_id=task_run_id, fn_digest=digest,
+                                                  body=body)
+            specs.append(TaskRunSpec(
+                id=task_run_id, flow_run_id=flow_run_id, task_name=self.name, queue=queue,
+                envelope=envelope, reply_to=runtime.reply_key,
+                parameters=self._preview(args, kwargs), tags=sorted(self.options.tags),
+                retries=self.options.retries, upstream=[f.task_run_id for f in found]))
+            upstreams.append(found)
+        runtime.store_function(digest, blob)
+        futures = runtime.submit(specs, upstreams)
+        if flow_ctx is not None:
+            flow_ctx.futures.extend(futures)
+        return futures  # type: ignore[return-value]
+
+    def _dump_body(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   exec_opts: dict[str, Any]) -> bytes:
+        try:
+            return serializers.dumps_result((args, kwargs, exec_opts))
+        except Exception:
+            return serializers.dumps_call(self.name, args, kwargs, self._param_names)
+
+    def _preview(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        named = {(self._param_names[i] if i < len(self._param_names) else f"arg{i}"): v
+                 for i, v in enumerate(args)}
+        named.update(kwargs)
+        return serializers.json_preview(named)
+
+
+def _expand_map(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+                ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+    def is_mapped(value: Any) -> bool:
+        return (not isinstance(value, (unmapped, str, bytes, bytearray, dict))
+                and isinstance(value, Iterable))
+
+    arg_values = [list(v) if is_mapped(v) else v for v in args]
+    kw_values = {k: (list(v) if is_mapped(v) else v) for k, v in kwargs.items()}
+    lengths = {len(v) for v, raw in zip(arg_values, args) if is_mapped(raw)}
+    lengths |= {len(kw_values[k]) for k, raw in kwargs.items() if is_mapped(raw)}
+    if not lengths:
+        raise ConfigurationError(f"task {name!r}.map() needs at least one iterable argument; "
+                                 "use .submit() for a single call")
+    if len(lengths) > 1:
+        raise ConfigurationError(f"task {name!r}.map() got iterables of different lengths "
+                                 f"{sorted(lengths)}; wrap constant arguments in unmapped()")
+    (count,) = lengths
+
+    def pick(raw: Any, value: Any, i: int) -> Any:
+        if isinstance(raw, unmapped):
+            return raw.value
+        return value[i] if is_mapped(raw) else value
+
+    return [(tuple(pick(r, v, i) for r, v in zip(args, arg_values)),
+             {k: pick(kwargs[k], kw_values[k], i) for k in kwargs}) for i in range(count)]
+
+
+@overload
+def task(__fn: Callable[P, R]) -> Task[P, R]: ...
+
+
+@overload
+def task(*, name: str | None = None, **options: Any) -> Callable[[Callable[P, R]], Task[P, R]]: ...
+
+
+def task(__fn: Callable[P, R] | None = None, *, name: str | None = None,
+         **options: Any) -> Task[P, R] | Callable[[Callable[P, R]], Task[P, R]]:
+    """Make a function a task; works as ``@task`` and ``@task(retries=3, ...)``.
+
+    Args:
+        name: the task's name in run listings (default: the function's name).
+        **options: any field of :class:`TaskOptions` (retries, retry_delay_seconds,
+            timeout_seconds, cache_policy, cache_key_fn, cache_expiration, refresh_cache,
+            log_prints, tags, queue, ...).
+
+    Raises:
+        pydantic.ValidationError: an option has an invalid value or is unknown.
+    """
+    unknown = set(options) - set(TaskOptions.model_fields)
+    if unknown:
+        raise ConfigurationError(f"unknown task option(s) {sorted(unknown)}; valid options are "
+                                 f"{sorted(TaskOptions.model_fields)}")
+
+    def decorate(fn: Callable[P, R]) -> Task[P, R]:
+        if "tags" in options:
+            options["tags"] = frozenset(options["tags"])
+        return Task(fn, TaskOptions(name=name or fn.__name__, **options))
+
+    return decorate(__fn) if __fn is not None else decorate

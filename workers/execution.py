@@ -1,0 +1,179 @@
+"""Run one claimed attempt: verify, unpickle, execute with a time limit, decide the outcome."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import signal
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from flowkit import serializers
+from flowkit.context import TaskRunContext, task_run_ctx
+from flowkit.errors import EnvelopeError, Retry, SerializationError, TaskTimeout
+from flowkit.futures import ResultRef
+from flowkit.logs import install_print_capture
+from flowkit.store import keys
+from flowkit.store.queue import Claim, Outcome
+
+if TYPE_CHECKING:
+    import redis
+
+#: Task functions kept unpickled per executor, by digest (most tasks repeat).
+_FUNCTION_CACHE_SIZE = 256
+
+
+@dataclass
+class ExecutionContext:
+    """What an executor shares across attempts."""
+
+    client: redis.Redis
+    key: serializers.SigningKey
+    inline_result_bytes: int
+    default_queue: str
+    functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Attempt:
+    """The outcome of one attempt and the queue it came from (for retries)."""
+
+    outcome: Outcome
+    queue: str
+
+
+def _qualified(exc_type: type[BaseException]) -> str:
+    return f"{exc_type.__module__}.{exc_type.__qualname__}"
+
+
+def _load_function(ctx: ExecutionContext, digest: str) -> Callable[..., Any]:
+    fn = ctx.functions.get(digest)
+    if fn is not None:
+        return fn
+    blob = ctx.client.get(keys.function(digest))
+    if blob is None:
+        raise EnvelopeError(f"task function {digest[:12]} is missing from Redis (expired?); "
+                            "submit the task again")
+    if hashlib.sha256(blob).hexdigest() != digest:
+        raise EnvelopeError(f"task function {digest[:12]} does not match its digest")
+    fn = serializers.loads(blob)
+    if len(ctx.functions) >= _FUNCTION_CACHE_SIZE:
+        ctx.functions.pop(next(iter(ctx.functions)))
+    ctx.functions[digest] = fn
+    return fn
+
+
+def _resolve_refs(ctx: ExecutionContext, value: Any, depth: int = 0) -> Any:
+    if isinstance(value, ResultRef):
+        data = ctx.client.get(keys.result(value.task_run_id))
+        if data is None:
+            raise EnvelopeError(f"the result of upstream task run {value.task_run_id} is not in "
+                                "Redis (expired?)")
+        return serializers.loads(serializers.unseal(ctx.key, data))
+    if depth > 3:
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_resolve_refs(ctx, v, depth + 1) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    if isinstance(value, dict):
+        return {k: _resolve_refs(ctx, v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def _retry_delay(opts: dict[str, Any], attempt: int) -> float:
+    delay_opt = opts.get("retry_delay_seconds") or 0.0
+    if callable(delay_opt):
+        delay = float(delay_opt(attempt))
+    elif isinstance(delay_opt, list):
+        delay = float(delay_opt[min(attempt - 1, len(delay_opt) - 1)]) if delay_opt else 0.0
+    else:
+        delay = float(delay_opt)
+    jitter = opts.get("retry_jitter_factor")
+    if jitter and delay > 0:
+        delay = max(0.0, delay + random.uniform(-jitter * delay, jitter * delay))
+    return delay
+
+
+class _Alarm:
+    """A soft time limit: SIGALRM raises TaskTimeout in the task's (main) thread."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.seconds = seconds if threading.current_thread() is threading.main_thread() else None
+
+    def __enter__(self) -> None:
+        if self.seconds:
+            signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        raise TaskTimeout(f"task exceeded timeout_seconds={self.seconds}")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.seconds:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
+    """Execute one attempt of a claimed task run and describe its outcome."""
+    queue = ctx.default_queue
+    try:
+        opened = serializers.open_envelope(ctx.key, claimed.envelope)
+        fn = _load_function(ctx, opened.header["fn"])
+        args, kwargs, opts = serializers.loads(opened.body)
+        queue = opts.get("queue") or queue
+        args = _resolve_refs(ctx, args)
+        kwargs = _resolve_refs(ctx, kwargs)
+    except Exception as exc:
+        return Attempt(_failure(ctx, exc, retry_delay=None), queue)
+    run_ctx = TaskRunContext(claimed.id, claimed.flow_run_id, opened.header.get("task", "?"),
+                             claimed.attempt, claimed.reply_to, bool(opts.get("log_prints")),
+                             client=ctx.client)
+    if run_ctx.log_prints:
+        install_print_capture()
+    token = task_run_ctx.set(run_ctx)
+    try:
+        with _Alarm(opts.get("timeout_seconds")):
+            value = fn(*args, **kwargs)
+    except TaskTimeout as exc:
+        return Attempt(_failure(ctx, exc, _retry_for(opts, claimed.attempt, exc), "timed_out"),
+                       queue)
+    except Exception as exc:
+        return Attempt(_failure(ctx, exc, _retry_for(opts, claimed.attempt, exc)), queue)
+    finally:
+        task_run_ctx.reset(token)
+    try:
+        payload = serializers.seal(ctx.key, serializers.dumps_result(value))
+    except SerializationError as exc:
+        return Attempt(_failure(ctx, exc, retry_delay=None), queue)
+    return Attempt(Outcome("completed", payload, inline=len(payload) <= ctx.inline_result_bytes),
+                   queue)
+
+
+def _retry_for(opts: dict[str, Any], attempt: int, exc: BaseException) -> float | None:
+    """The delay before the next attempt, or None when this failure is final."""
+    if attempt > int(opts.get("retries") or 0):
+        return None
+    if isinstance(exc, Retry) and exc.delay_seconds is not None:
+        return exc.delay_seconds
+    return _retry_delay(opts, attempt)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback text without this module's own frame on top."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_frame.f_code.co_filename == __file__ and tb.tb_next is not None:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def _failure(ctx: ExecutionContext, exc: BaseException, retry_delay: float | None,
+             state: str = "failed") -> Outcome:
+    try:
+        pickled = serializers.seal(ctx.key, serializers.dumps_result(exc))
+    except Exception:
+        pickled = b""  # the driver falls back to TaskFailed with the type name and message
+    return Outcome(state, error_type=_qualified(type(exc)), error_message=str(exc),
+                   traceback=_user_traceback(exc), exception=pickled,
+                   retry_delay=retry_delay)

@@ -1,0 +1,161 @@
+"""One warm executor process: claim, run, record, repeat (no fork per task).
+
+In steady state an attempt costs one round trip: the finish of one task run and the claim of
+the next travel in the same pipeline. Only when every queue is empty does the executor block on
+Redis (BLMOVE/BLMPOP), so an idle pool costs nothing and a new task starts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections import deque
+from typing import Any
+
+from flowkit.errors import StoreConnectionError
+from flowkit.settings import get_settings
+from flowkit.store import lua, queue as queue_store
+from flowkit.store.connection import connect
+from flowkit.store.queue import Claim
+from flowkit.serializers import load_signing_key
+from flowkit.workers.execution import Attempt, ExecutionContext, run_attempt
+
+logger = logging.getLogger(__name__)
+
+#: Seconds one blocking pop waits before the loop checks for shutdown.
+BLOCK_SECONDS = 1.0
+#: Seconds an executor keeps retrying to record an outcome while Redis is unreachable.
+RECORD_RETRY_SECONDS = 60.0
+#: Fast tasks are claimed in batches of about this much expected work...
+BATCH_TARGET_SECONDS = 0.002
+#: ...but never more than this many at once.
+MAX_BATCH = 32
+#: Outcomes wait at most this long to share a round trip with later ones.
+FLUSH_AFTER_SECONDS = 0.002
+
+
+class Executor:
+    """The loop of one executor process."""
+
+    def __init__(self, url: str, worker_id: str, executor_id: str, queues: list[str],
+                 burst: bool) -> None:
+        settings = get_settings()
+        self.client = connect(url, connect_timeout=settings.connect_timeout,
+                              socket_timeout=max(settings.socket_timeout, BLOCK_SECONDS + 5))
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        self.ctx = ExecutionContext(self.client, load_signing_key(secret, settings.home),
+                                    settings.inline_result_bytes, queues[0])
+        self.worker_id, self.executor_id = worker_id, executor_id
+        self.queues, self.burst = queues, burst
+        self.result_ttl_ms = settings.result_ttl_seconds * 1000
+        self.stopping = False
+        self.mean_seconds = 1.0
+        self.batch_size = 1
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """Finish the running attempt, then exit (SIGTERM/SIGINT)."""
+        self.stopping = True
+
+    def run(self) -> int:
+        """Serve until asked to stop (or, in burst mode, until the queues are empty)."""
+        batch: deque[Claim] = deque(self._claim())
+        done: list[tuple[Claim, Attempt]] = []
+        oldest = 0.0
+        while True:
+            if not batch:
+                batch.extend(self._flush(done, claim=not self.stopping))
+                done = []
+                if batch:
+                    continue
+                if self.stopping or self.burst:
+                    return 0
+                batch.extend(self._wait_for_work())
+                continue
+            claimed = batch.popleft()
+            started = time.perf_counter()
+            attempt = run_attempt(self.ctx, claimed)
+            finished = time.perf_counter()
+            self._observe(finished - started)
+            if not done:
+                oldest = finished
+            done.append((claimed, attempt))
+            if batch and (self.stopping or finished - oldest > FLUSH_AFTER_SECONDS):
+                self._flush(done, claim=False)
+                done = []
+
+    def _observe(self, seconds: float) -> None:
+        """Track task duration; fast tasks are claimed several at a time."""
+        self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
+        self.batch_size = max(1, min(MAX_BATCH, int(BATCH_TARGET_SECONDS / max(
+            self.mean_seconds, 1e-6))))
+
+    def _flush(self, done: list[tuple[Claim, Attempt]], claim: bool) -> list[Claim]:
+        """Record outcomes and (optionally) claim the next batch, in one round trip."""
+        if not done and not claim:
+            return []
+        delay, deadline = 0.1, time.monotonic() + RECORD_RETRY_SECONDS
+        while True:
+            pipe = self.client.pipeline(transaction=False)
+            for claimed, attempt in done:
+                queue_store.finish(self.client, pipe, self.worker_id, self.executor_id, claimed,
+                                   attempt.queue, attempt.outcome, self.result_ttl_ms)
+            if claim:
+                queue_store.claim(self.client, self.worker_id, self.executor_id, self.queues,
+                                  limit=self.batch_size, pipe=pipe)
+            try:
+                replies = pipe.execute()
+            except Exception as exc:  # Redis restarting: keep the outcomes, retry for a while
+                if "NOSCRIPT" in str(exc):
+                    lua.forget(self.client)
+                    continue
+                if time.monotonic() > deadline:
+                    raise
+                logger.warning("recording outcomes failed (%s); retrying in %.1fs", exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            return queue_store.parse_claims(replies[-1]) if claim else []
+
+    def _claim(self, taken: str = "", push: bool = False) -> list[Claim]:
+        return queue_store.parse_claims(queue_store.claim(
+            self.client, self.worker_id, self.executor_id, self.queues, limit=self.batch_size,
+            taken=taken, push=push))
+
+    def _wait_for_work(self) -> list[Claim]:
+        try:
+            popped = queue_store.blocking_pop(self.client, self.executor_id, self.queues,
+                                              BLOCK_SECONDS)
+        except StoreConnectionError as exc:
+            logger.warning("%s", exc)
+            time.sleep(1.0)
+            return []
+        if popped is None:
+            return []
+        task_run_id, push = popped
+        return self._claim(task_run_id, push)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m flowkit.workers.executor`` (started by the supervisor)."""
+    parser = argparse.ArgumentParser(prog="flowkit-executor")
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--worker-id", required=True)
+    parser.add_argument("--executor-id", required=True)
+    parser.add_argument("--queue", action="append", required=True)
+    parser.add_argument("--burst", action="store_true")
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(asctime)s executor {ns.executor_id} %(levelname)s %(message)s")
+    executor = Executor(ns.redis_url, ns.worker_id, ns.executor_id, ns.queue, ns.burst)
+    signal.signal(signal.SIGTERM, executor.request_stop)
+    signal.signal(signal.SIGINT, executor.request_stop)
+    sys.path.insert(0, os.getcwd())
+    return executor.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
