@@ -24,6 +24,8 @@ from flowkit.errors import ConfigurationError, StoreConnectionError
 
 #: Seconds a freshly started server has to answer PING.
 START_TIMEOUT = 15.0
+#: Server processes started by this process (kept so they are not reaped as garbage).
+_started: list[subprocess.Popen[bytes]] = []
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def start_server(home: Path, *, port: int, host: str = "127.0.0.1", detach: bool
             "--logfile", str(home / "server.log")]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=detach)
+    _started.append(proc)
     info = ServerInfo(pid=proc.pid, host=host, port=port, password=password, binary=binary)
     deadline = time.monotonic() + START_TIMEOUT
     while not _answers(info):

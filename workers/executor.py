@@ -53,6 +53,7 @@ class Executor:
         self.queues, self.burst = queues, burst
         self.result_ttl_ms = settings.result_ttl_seconds * 1000
         self.stopping = False
+        self.parent_pid = os.getppid()
         self.mean_seconds = 1.0
         self.batch_size = 1
 
@@ -134,6 +135,9 @@ class Executor:
             time.sleep(1.0)
             return []
         if popped is None:
+            if os.getppid() != self.parent_pid:
+                logger.warning("supervisor %d is gone; executor stops", self.parent_pid)
+                self.stopping = True
             return []
         task_run_id, push = popped
         return self._claim(task_run_id, push)

@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv by itself.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-fast bench typecheck clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## Run the example flow on the embedded server with local workers and print its results.
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+## Run the whole test suite against a real server and real worker processes.
+test: $(STAMP)
+	$(BIN)/pytest
+
+## The suite without the slow fault-injection tests.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+## Benchmarks: flowkit against plain RQ, as a table and bench-results.json.
+bench: $(STAMP)
+	$(BIN)/python tests/benchmarks/run_bench.py --json bench-results.json
+
+## mypy through a link tree (mypy cannot follow the editable-install mapping).
+typecheck: $(STAMP)
+	$(BIN)/python -m pip install --quiet mypy
+	rm -rf build/typecheck && mkdir -p build/typecheck/flowkit
+	for f in flowkit/*; do ln -s ../../../$$f build/typecheck/flowkit/; done
+	ln -s ../../../workers build/typecheck/flowkit/workers
+	ln -s ../../../dashboard build/typecheck/flowkit/dashboard
+	MYPYPATH=build/typecheck $(BIN)/mypy -p flowkit
+
+clean:
+	rm -rf $(VENV) build *.egg-info bench-results.json
