@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import inspect
+import signal
 import threading
+import time
 import traceback
 from typing import Any, Callable, Generic, ParamSpec, TypeVar, overload
 
@@ -133,27 +135,60 @@ class Flow(Generic[P, R]):
     def _run_with_timeout(self, bound: inspect.BoundArguments) -> R:
         if self.timeout_seconds is None:
             return self.fn(*bound.args, **bound.kwargs)
-        thread_id = threading.get_ident()
-        fired = threading.Event()
-
-        def interrupt() -> None:
-            fired.set()
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                                       ctypes.py_object(FlowTimeout))
-
-        timer = threading.Timer(self.timeout_seconds, interrupt)
-        timer.daemon = True
-        timer.start()
+        in_main = threading.current_thread() is threading.main_thread()
+        guard = _AlarmGuard if in_main else _AsyncExceptionGuard
         try:
-            return self.fn(*bound.args, **bound.kwargs)
+            with guard(self.timeout_seconds):
+                return self.fn(*bound.args, **bound.kwargs)
         except FlowTimeout:
             raise FlowTimeout(f"flow {self.name!r} exceeded timeout_seconds="
                               f"{self.timeout_seconds}") from None
-        finally:
-            timer.cancel()
-            if fired.is_set():
-                # Clear an exception that was set but not yet delivered.
-                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), None)
+
+
+class _AlarmGuard:
+    """Main thread: SIGALRM interrupts even blocking calls such as ``time.sleep``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def _fire(self, signum: int, frame: Any) -> None:
+        raise FlowTimeout()
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+        self.previous_handler = signal.signal(signal.SIGALRM, self._fire)
+        self.previous_delay = signal.setitimer(signal.ITIMER_REAL, self.seconds)[0]
+
+    def __exit__(self, *exc: Any) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self.previous_handler)
+        if self.previous_delay:  # an outer flow's deadline keeps running
+            left = self.previous_delay - (time.monotonic() - self.started)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 0.001))
+
+
+class _AsyncExceptionGuard:
+    """Other threads: raise FlowTimeout in the flow's thread at its next bytecode."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.thread_id = threading.get_ident()
+        self.fired = threading.Event()
+        self.timer = threading.Timer(seconds, self._fire)
+        self.timer.daemon = True
+
+    def _fire(self) -> None:
+        self.fired.set()
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id),
+                                                   ctypes.py_object(FlowTimeout))
+
+    def __enter__(self) -> None:
+        self.timer.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.timer.cancel()
+        if self.fired.is_set():  # clear an exception set but not yet delivered
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
 
 
 def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:

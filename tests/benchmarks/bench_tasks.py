@@ -1,0 +1,39 @@
+"""Task functions of the benchmarks: flowkit tasks and the same bodies as plain RQ functions.
+
+Workers import this module by name (``bench_tasks``), so its folder must be on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flowkit import task
+
+
+@task(queue="bench")
+def noop(x: int) -> int:
+    return x
+
+
+@task(queue="bench")
+def sleep10ms(x: int) -> int:
+    time.sleep(0.01)
+    return x
+
+
+@task(queue="bench")
+def take_bytes(b: bytes) -> int:
+    return len(b)
+
+
+def rq_noop(x: int) -> int:
+    return x
+
+
+def rq_sleep10ms(x: int) -> int:
+    time.sleep(0.01)
+    return x
+
+
+def rq_take_bytes(b: bytes) -> int:
+    return len(b)
