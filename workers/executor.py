@@ -34,6 +34,8 @@ RECORD_RETRY_SECONDS = 60.0
 BATCH_TARGET_SECONDS = 0.002
 #: ...but never more than this many at once.
 MAX_BATCH = 32
+#: A task slower than this makes the executor give back the rest of its batch.
+RELEASE_AFTER_SECONDS = 0.02
 #: Outcomes wait at most this long to share a round trip with later ones.
 FLUSH_AFTER_SECONDS = 0.002
 
@@ -84,7 +86,13 @@ class Executor:
             if not done:
                 oldest = finished
             done.append((claimed, attempt))
-            if batch and (self.stopping or finished - oldest > FLUSH_AFTER_SECONDS):
+            if batch and (self.stopping or finished - started > RELEASE_AFTER_SECONDS):
+                # Slower than the batch promised (or shutting down): the rest of the batch
+                # goes back to the queue for idle executors instead of waiting behind us.
+                self._flush(done, claim=False, give_back=list(batch))
+                batch.clear()
+                done = []
+            elif batch and finished - oldest > FLUSH_AFTER_SECONDS:
                 self._flush(done, claim=False)
                 done = []
 
@@ -94,9 +102,11 @@ class Executor:
         self.batch_size = max(1, min(MAX_BATCH, int(BATCH_TARGET_SECONDS / max(
             self.mean_seconds, 1e-6))))
 
-    def _flush(self, done: list[tuple[Claim, Attempt]], claim: bool) -> list[Claim]:
-        """Record outcomes and (optionally) claim the next batch, in one round trip."""
-        if not done and not claim:
+    def _flush(self, done: list[tuple[Claim, Attempt]], claim: bool,
+               give_back: list[Claim] | None = None) -> list[Claim]:
+        """Record outcomes, give back unstarted claims and (optionally) claim the next batch,
+        in one round trip."""
+        if not done and not claim and not give_back:
             return []
         delay, deadline = 0.1, time.monotonic() + RECORD_RETRY_SECONDS
         while True:
@@ -104,6 +114,9 @@ class Executor:
             for claimed, attempt in done:
                 queue_store.finish(self.client, pipe, self.worker_id, self.executor_id, claimed,
                                    attempt.queue, attempt.outcome, self.result_ttl_ms)
+            if give_back:
+                queue_store.release(self.client, self.worker_id, self.executor_id, give_back,
+                                    pipe=pipe)
             if claim:
                 queue_store.claim(self.client, self.worker_id, self.executor_id, self.queues,
                                   limit=self.batch_size, pipe=pipe)

@@ -60,6 +60,14 @@ def parse_claims(raw: list[Any] | None) -> list[Claim]:
             for r in raw or ()]
 
 
+def release(client: redis.Redis, worker_id: str, executor_id: str, claims: list[Claim],
+            pipe: Any = None) -> Any:
+    """Give unstarted claims back to the front of their queues; see release.lua."""
+    return lua.run(client, "release", [keys.processing(executor_id)],
+                   [worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX, keys.RQ_JOB_PREFIX,
+                    keys.RQ_QUEUE_PREFIX, *[c.id for c in claims]], pipe=pipe)
+
+
 def blocking_pop(client: redis.Redis, executor_id: str, queues: list[str],
                  timeout: float) -> tuple[str, bool] | None:
     """Wait for work: ``(task_run_id, needs_push_to_processing)`` or None after ``timeout``.

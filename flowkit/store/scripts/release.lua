@@ -1,0 +1,26 @@
+-- Give back claimed task runs that an executor has not started (its batch is running slow,
+-- or it is shutting down): they return to the front of their queue, as if never claimed.
+-- KEYS[1] = processing list of the executor
+-- ARGV[1] = worker id      ARGV[2] = task run key prefix     ARGV[3] = flow run key prefix
+-- ARGV[4] = RQ job key prefix      ARGV[5] = RQ queue key prefix
+-- ARGV[6..] = task run ids, in the order they were claimed
+-- Returns how many were given back.
+local n = 0
+for i = #ARGV, 6, -1 do
+  local id = ARGV[i]
+  local tr = ARGV[2] .. id
+  local f = redis.call('HMGET', tr, 'state', 'worker', 'flow_run_id', 'queue')
+  if f[1] == 'running' and f[2] == ARGV[1] and redis.call('LREM', KEYS[1], 0, id) > 0 then
+    redis.call('HINCRBY', tr, 'attempt', -1)
+    redis.call('HSET', tr, 'state', 'pending')
+    redis.call('HDEL', tr, 'started', 'worker')
+    redis.call('RPOP', tr .. ':history')
+    local fr = ARGV[3] .. f[3]
+    redis.call('HINCRBY', fr, 'n_running', -1)
+    redis.call('HINCRBY', fr, 'n_pending', 1)
+    redis.call('HSET', ARGV[4] .. id, 'status', 'queued')
+    redis.call('LPUSH', ARGV[5] .. f[4], id)
+    n = n + 1
+  end
+end
+return n
