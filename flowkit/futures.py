@@ -125,6 +125,8 @@ class TaskFuture(Generic[R]):
             return UpstreamFailed(message)
         rebuilt = self._runtime.load_exception(error.get("exception", b""))
         if rebuilt is None or type(rebuilt).__module__ + "." + type(rebuilt).__qualname__ != exc_type:
+            rebuilt = _known_exception(exc_type, message)
+        if rebuilt is None:
             rebuilt = TaskFailed(f"task {self.task_name!r} failed with {exc_type}: {message}",
                                  exc_type=exc_type, remote_traceback=remote_tb, attempts=attempts)
         if remote_tb and hasattr(rebuilt, "add_note") and not getattr(
@@ -134,6 +136,24 @@ class TaskFuture(Generic[R]):
         rebuilt.remote_traceback = remote_tb  # type: ignore[attr-defined]
         rebuilt.remote_traceback_noted = True  # type: ignore[attr-defined]
         return rebuilt
+
+
+def _known_exception(exc_type: str, message: str) -> BaseException | None:
+    """Rebuild a builtin or flowkit exception from its name when its pickle is unusable
+    (e.g. sealed with another key): these types are known here, nothing is unpickled."""
+    import builtins
+
+    from flowkit import errors
+
+    module, _, name = exc_type.rpartition(".")
+    home = {"builtins": builtins, "flowkit.errors": errors}.get(module)
+    cls = getattr(home, name, None) if home is not None else None
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:
+            return None
+    return None
 
 
 class DoneAndNotDone(NamedTuple):

@@ -23,9 +23,9 @@ def redact(url: str) -> str:
 
 
 def _hint(url: str) -> str:
-    return (f"check that a Redis-compatible server is running at {redact(url)} and reachable "
-            "from this machine (host, port, password, firewall), or unset FLOWKIT_REDIS_URL "
-            "to use the embedded server")
+    return ("check that a Redis-compatible server runs there and is reachable from this "
+            "machine (host, port, password, firewall), or unset FLOWKIT_REDIS_URL to use the "
+            "embedded server")
 
 
 def connect(url: str, *, connect_timeout: float = 3.0, socket_timeout: float = 10.0,
@@ -55,7 +55,15 @@ def connect(url: str, *, connect_timeout: float = 3.0, socket_timeout: float = 1
         raise ConfigurationError(f"Redis URL {redact(url)!r} is malformed: {exc}") from None
     client.flowkit_url = url  # type: ignore[attr-defined]
     if check:
-        call(client, client.ping)
+        # A quick probe with no retries, so a dead or silent server is reported in seconds.
+        probe = redis.Redis.from_url(url, socket_connect_timeout=connect_timeout,
+                                     socket_timeout=connect_timeout, retry=Retry(
+                                         ExponentialBackoff(), retries=0))
+        probe.flowkit_url = url  # type: ignore[attr-defined]
+        try:
+            call(probe, probe.ping)
+        finally:
+            probe.close()
     return client
 
 
@@ -72,7 +80,7 @@ def call(client: redis.Redis, fn: Callable[..., T], *args: Any, **kwargs: Any) -
         return fn(*args, **kwargs)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         url = getattr(client, "flowkit_url", "redis://?")
-        raise StoreConnectionError(f"cannot reach Redis at {redact(url)}: {exc}; {_hint(url)}") from None
+        raise StoreConnectionError(f"cannot reach Redis at {redact(url)} ({exc}): {_hint(url)}") from None
     except redis.ResponseError as exc:
         raise StoreError(f"Redis at {url_of(client)} answered with an error: {exc}") from exc
 

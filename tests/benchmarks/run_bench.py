@@ -1,0 +1,407 @@
+"""flowkit against plain RQ on the same machine, same server, same task bodies, one run.
+
+What it does: starts its own Redis-compatible server (flowkit's embedded launcher, loopback,
+free port, in a temporary FLOWKIT_HOME), then for each system in turn (flowkit, then RQ, with a
+FLUSHDB in between) starts that system's workers, runs every workload and stops the workers:
+
+* flowkit: one ``flowkit worker start -c 2`` supervisor (2 executor processes), driven from
+  this process through ``Task.map``/``submit`` and ``flowkit.wait``.
+* RQ: two ``rq worker --worker-class rq.worker.SimpleWorker --quiet`` processes (no fork per
+  job, no per-job log line), driven through ``Queue.enqueue_many`` and completion polling of
+  the finished/failed registries every 10 ms (RQ has no batch wait), or
+  ``Job.latest_result(timeout=...)`` (a blocking XREAD on the result stream) for round trips.
+
+Workloads (every result is checked): W1 2000 no-op tasks end to end (submit to all done; 3 runs,
+median and best), W2 200 sequential submit+result round trips (p50/p99), W3 200 tasks sleeping
+10 ms (wall seconds, ideal 1.0 on 2 processes), W4 200 tasks with a 1 MiB bytes argument, and
+the import time of the package in a fresh interpreter (perf_counter around the import, best of 5).
+Redis cost per W1 task comes from ``INFO stats``/``INFO commandstats`` deltas taken right before
+submitting and right after the last completion: total_commands_processed (Valkey counts the
+commands a Lua script runs as well as the EVALSHA itself, checked against this server),
+total_reads_processed (read events, i.e. client round trips), and EVAL/EVALSHA calls. The window
+also holds background traffic (heartbeats, blocking pops timing out); RQ's figures leave out the
+benchmark's own completion polls. Ratios are flowkit/RQ; the "better" column says which way wins.
+
+Add a workload: write ``def wN(system: System) -> dict[str, Any]`` returning metric values by key,
+append it to WORKLOADS and describe its metrics in METRICS (a system may raise NotImplementedError).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import redis
+from rich.console import Console
+from rich.table import Table
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+import bench_tasks  # noqa: E402  (importing flowkit reads no settings, opens no connection)
+
+SECRET = "flowkit-bench-secret-0123456789ab"  # 32 characters
+QUEUE = "bench"
+W1_TASKS, W1_RUNS = 2000, 3
+MAP_TIMEOUT = 60.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
+               interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until truthy; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+    return value
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, cwd=BENCH_DIR, env=env, stdin=subprocess.DEVNULL,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_procs(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
+    """SIGTERM (warm shutdown), then SIGKILL the process group of any that lingers."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+
+
+def counters(client: redis.Redis) -> dict[str, int]:
+    """Server-wide totals: commands, read events, calls per command."""
+    stats = client.info("stats")
+    out = {"commands": int(stats["total_commands_processed"]),
+           "reads": int(stats["total_reads_processed"])}
+    for name, row in client.info("commandstats").items():
+        out[name.removeprefix("cmdstat_")] = int(row["calls"])
+    return out
+
+
+class System(Protocol):
+    name: str
+    module: str
+    client: redis.Redis
+    polls: int  # completion polls the benchmark itself sent (1 read, 2 commands each)
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def run_map(self, kind: str, args: list[Any], timeout: float) -> Callable[[], list[Any]]:
+        """Submit one task per arg, return once all are done; the callable fetches results."""
+    def round_trip(self, x: int) -> Any: ...
+
+
+class FlowkitSystem:
+    name, module = "flowkit", "flowkit"
+
+    def __init__(self, url: str, env: dict[str, str], home: Path, client: redis.Redis) -> None:
+        self.url, self.env, self.home, self.client, self.polls = url, env, home, client, 0
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.tasks: dict[str, Any] = {}
+
+    def start(self) -> None:
+        from flowkit.store.queue import live_workers_for
+
+        cmd = [sys.executable, "-m", "flowkit", "worker", "start", "-c", "2", "-q", QUEUE,
+               "--redis-url", self.url]
+        self.procs.append(spawn(cmd, self.env, self.home / "flowkit-worker.log"))
+        wait_until(lambda: live_workers_for(self.client, QUEUE) >= 1, 20, "the flowkit worker")
+        self.tasks = {"noop": bench_tasks.noop, "sleep10ms": bench_tasks.sleep10ms,
+                      "take_bytes": bench_tasks.take_bytes}
+        self.run_map("noop", list(range(50)), 30)()  # warm-up: runtime, listener, workers
+
+    def stop(self) -> None:
+        from flowkit.runtime import reset_runtime
+
+        reset_runtime()
+        stop_procs(self.procs)
+
+    def run_map(self, kind: str, args: list[Any], timeout: float) -> Callable[[], list[Any]]:
+        import flowkit
+
+        futures = self.tasks[kind].map(args)
+        if flowkit.wait(futures, timeout=timeout).not_done:
+            raise TimeoutError(f"flowkit {kind}: unfinished after {timeout} s")
+        return lambda: [f.result(timeout=5) for f in futures]
+
+    def round_trip(self, x: int) -> Any:
+        return self.tasks["noop"].submit(x).result(timeout=10)
+
+
+class RqSystem:
+    name, module = "RQ", "rq"
+
+    def __init__(self, url: str, env: dict[str, str], home: Path, client: redis.Redis) -> None:
+        from rq import Queue
+
+        self.url, self.env, self.home, self.client, self.polls = url, env, home, client, 0
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.queue = Queue(QUEUE, connection=client)
+
+    def start(self) -> None:
+        from rq import Worker
+
+        cmd = [sys.executable, "-m", "rq.cli", "worker", "--worker-class",
+               "rq.worker.SimpleWorker", "--url", self.url, "--quiet", QUEUE]
+        self.procs = [spawn(cmd, self.env, self.home / f"rq-worker-{i}.log") for i in range(2)]
+        wait_until(lambda: Worker.count(queue=self.queue) >= 2, 20, "2 RQ workers")
+        self.run_map("noop", list(range(50)), 30)()
+
+    def stop(self) -> None:
+        stop_procs(self.procs)
+
+    def run_map(self, kind: str, args: list[Any], timeout: float) -> Callable[[], list[Any]]:
+        from rq import Queue
+
+        fn = getattr(bench_tasks, "rq_" + kind)
+        finished = self.queue.finished_job_registry.key
+        failed = self.queue.failed_job_registry.key
+        done0, failed0 = self.client.zcard(finished), self.client.zcard(failed)
+        jobs = self.queue.enqueue_many([Queue.prepare_data(fn, (a,)) for a in args])
+        deadline = time.monotonic() + timeout
+        while True:
+            self.polls += 1
+            done, bad = self.client.pipeline(transaction=False).zcard(finished).zcard(
+                failed).execute()
+            if bad > failed0:
+                raise RuntimeError(f"RQ {kind}: {bad - failed0} job(s) failed")
+            if done - done0 >= len(jobs):
+                return lambda: [job.return_value() for job in jobs]
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"RQ {kind}: unfinished after {timeout} s")
+            time.sleep(0.01)
+
+    def round_trip(self, x: int) -> Any:
+        result = self.queue.enqueue(bench_tasks.rq_noop, x).latest_result(timeout=10)
+        if result is None or result.type != result.Type.SUCCESSFUL:
+            raise RuntimeError(f"RQ round trip {x}: no successful result within 10 s")
+        return result.return_value
+
+
+# -- workloads ------------------------------------------------------------------------------
+def w1_throughput(system: System) -> dict[str, Any]:
+    rates: list[float] = []
+    cost: dict[str, int] = {}
+    polls = 0
+    for _ in range(W1_RUNS):
+        before, polls0 = counters(system.client), system.polls
+        t0 = time.perf_counter()
+        fetch = system.run_map("noop", list(range(W1_TASKS)), MAP_TIMEOUT)
+        rates.append(W1_TASKS / (time.perf_counter() - t0))
+        after = counters(system.client)
+        polls += system.polls - polls0
+        for k, v in after.items():
+            cost[k] = cost.get(k, 0) + v - before.get(k, 0)
+        if sum(fetch()) != sum(range(W1_TASKS)):
+            raise AssertionError("W1: wrong results")
+    n = W1_TASKS * W1_RUNS
+    scripts = sum(cost.get(c, 0) for c in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall"))
+    per_task = {"commands": (cost["commands"] - 2 * polls) / n,
+                "read_events": (cost["reads"] - polls) / n, "lua_script_calls": scripts / n}
+    top = sorted(((k, v) for k, v in cost.items() if k not in ("commands", "reads") and v > 0),
+                 key=lambda kv: -kv[1])[:12]
+    return {"w1_median": statistics.median(rates), "w1_best": max(rates),
+            "w1_cmds": per_task["commands"], "w1_reads": per_task["read_events"],
+            "w1_lua": per_task["lua_script_calls"],
+            "redis_cost": {"tasks": n, "per_task": per_task, "benchmark_polls_excluded": polls,
+                           "calls_per_task_by_command": {k: round(v / n, 3) for k, v in top},
+                           "runs_tasks_per_s": [round(r, 1) for r in rates]}}
+
+
+def w2_latency(system: System) -> dict[str, Any]:
+    for i in range(10):
+        system.round_trip(i)
+    lat: list[float] = []
+    for i in range(200):
+        t0 = time.perf_counter()
+        if system.round_trip(i) != i:
+            raise AssertionError("W2: wrong result")
+        lat.append((time.perf_counter() - t0) * 1000)
+    lat.sort()
+    return {"w2_p50": statistics.median(lat), "w2_p99": lat[math.ceil(0.99 * len(lat)) - 1]}
+
+
+def w3_sleep(system: System) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    fetch = system.run_map("sleep10ms", list(range(200)), MAP_TIMEOUT)
+    seconds = time.perf_counter() - t0
+    if fetch() != list(range(200)):
+        raise AssertionError("W3: wrong results")
+    return {"w3_seconds": seconds}
+
+
+def w4_bytes(system: System) -> dict[str, Any]:
+    payload = os.urandom(1 << 20)
+    t0 = time.perf_counter()
+    fetch = system.run_map("take_bytes", [payload] * 200, MAP_TIMEOUT)
+    rate = 200 / (time.perf_counter() - t0)
+    if fetch() != [1 << 20] * 200:
+        raise AssertionError("W4: wrong results")
+    return {"w4_rate": rate}
+
+
+def w5_import(system: System) -> dict[str, Any]:
+    code = (f"import time; t = time.perf_counter(); import {system.module}; "
+            "print(time.perf_counter() - t)")
+    times = [float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  check=True, timeout=30).stdout) for _ in range(5)]
+    return {"import_s": min(times)}
+
+
+WORKLOADS: list[Callable[[System], dict[str, Any]]] = [
+    w1_throughput, w2_latency, w3_sleep, w4_bytes, w5_import]
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    workload: str
+    unit: str
+    higher_is_better: bool
+    target: float | None = None
+
+
+METRICS = [
+    Metric("w1_median", "W1 map 2000 noop, median of 3", "tasks/s", True, 4000),
+    Metric("w1_best", "W1 map 2000 noop, best of 3", "tasks/s", True, 4000),
+    Metric("w2_p50", "W2 200 sequential round trips, p50", "ms", False, 2.0),
+    Metric("w2_p99", "W2 200 sequential round trips, p99", "ms", False),
+    Metric("w3_seconds", "W3 200 x sleep 10 ms (ideal 1.0)", "s", False, 1.1),
+    Metric("w4_rate", "W4 200 tasks x 1 MiB argument", "tasks/s", True, 300),
+    Metric("import_s", "import time, best of 5", "s", False, 0.3),
+    Metric("w1_cmds", "W1 Redis commands/task (incl. in Lua)", "cmds", False),
+    Metric("w1_reads", "W1 Redis read events/task (round trips)", "reads", False),
+    Metric("w1_lua", "W1 Lua script calls/task", "calls", False),
+]
+
+
+def run_system(system: System, console: Console) -> tuple[dict[str, Any], list[str]]:
+    measured: dict[str, Any] = {}
+    errors: list[str] = []
+    console.print(f"[bold]{system.name}[/]: starting workers")
+    system.start()
+    try:
+        for workload in WORKLOADS:
+            t0 = time.monotonic()
+            try:
+                measured.update(workload(system))
+            except NotImplementedError:
+                continue
+            except Exception as exc:  # report it, keep measuring the rest
+                errors.append(f"{system.name} {workload.__name__}: {exc!r}")
+                console.print(f"[red]{errors[-1]}[/]")
+            console.print(f"  {workload.__name__} done in {time.monotonic() - t0:.1f} s")
+    finally:
+        system.stop()
+    return measured, errors
+
+
+def machine_info(client: redis.Redis, binary: str) -> dict[str, Any]:
+    import flowkit
+    import rq
+
+    server = client.info("server")
+    return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "server_binary": binary, "server_version": server.get("valkey_version")
+            or server.get("redis_version"), "flowkit": flowkit.__version__,
+            "rq": rq.__version__, "redis_py": redis.__version__,
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def build_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for m in METRICS:
+        fk, rqv = measured["flowkit"].get(m.key), measured["RQ"].get(m.key)
+        meets = None
+        if m.target is not None and fk is not None:
+            meets = fk >= m.target if m.higher_is_better else fk <= m.target
+        rows.append({"workload": m.workload, "metric": m.key, "unit": m.unit,
+                     "better": "higher" if m.higher_is_better else "lower", "flowkit": fk,
+                     "rq": rqv, "ratio": fk / rqv if fk is not None and rqv else None,
+                     "target": m.target, "meets_target": meets})
+    return rows
+
+
+def print_table(console: Console, machine: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    def fmt(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+    table = Table(title="flowkit vs RQ (ratio = flowkit/RQ; see 'better' for direction)")
+    for col in ("workload", "unit", "flowkit", "RQ", "flowkit/RQ", "better", "target", "meets"):
+        table.add_column(col, justify="left" if col == "workload" else "right")
+    for r in rows:
+        sign = "≥" if r["better"] == "higher" else "≤"
+        meets = {None: "-", True: "[green]yes[/]", False: "[red]no[/]"}[r["meets_target"]]
+        table.add_row(r["workload"], r["unit"], fmt(r["flowkit"]), fmt(r["rq"]),
+                      "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x", r["better"],
+                      "-" if r["target"] is None else f"{sign} {r['target']:g}", meets)
+    console.print(table)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    args = parser.parse_args()
+    console = Console()
+    from flowkit.embedded import free_port, start_server
+
+    with tempfile.TemporaryDirectory(prefix="flowkit-bench-", ignore_cleanup_errors=True) as tmp:
+        home = Path(tmp)
+        info = start_server(home, port=free_port(), detach=False, record=False)
+        measured: dict[str, dict[str, Any]] = {}
+        errors: list[str] = []
+        try:
+            os.environ.update(FLOWKIT_REDIS_URL=info.url(), FLOWKIT_HOME=tmp,
+                              FLOWKIT_SECRET_KEY=SECRET, FLOWKIT_ECHO_LOGS="0")
+            path = os.pathsep.join(p for p in (str(BENCH_DIR), os.environ.get("PYTHONPATH")) if p)
+            env = {**os.environ, "PYTHONPATH": path}
+            client = redis.Redis.from_url(info.url())
+            machine = machine_info(client, info.binary)
+            console.print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+            for cls in (FlowkitSystem, RqSystem):
+                client.flushdb()
+                system = cls(info.url(), env, home, client)
+                measured[system.name], errs = run_system(system, console)
+                errors += errs
+            client.flushdb()
+            machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+        finally:
+            os.kill(info.pid, signal.SIGTERM)
+            try:
+                wait_until(lambda: os.waitpid(info.pid, os.WNOHANG)[0] != 0, 10, "server exit")
+            except (ChildProcessError, TimeoutError):
+                pass
+    rows = build_rows(measured)
+    print_table(console, machine, rows)
+    cost = {name: m.get("redis_cost") for name, m in measured.items()}
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "results": rows,
+                                         "redis_cost": cost, "errors": errors}, indent=2))
+        console.print(f"wrote {args.json}")
+    for err in errors:
+        console.print(f"[red]error: {err}[/]")
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""A user script: tasks defined in ``__main__`` travel by value to workers elsewhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+SCRIPT = textwrap.dedent('''
+    import json, os
+    from flowkit import flow, task
+
+    OFFSET = 100
+
+    class QuotaExceeded(Exception):
+        pass
+
+    def helper(x):
+        return x + OFFSET
+
+    @task
+    def shifted(x: int) -> dict:
+        return {"value": helper(x), "pid": os.getpid(), "cwd": os.getcwd()}
+
+    @task
+    def over_quota(n: int) -> None:
+        raise QuotaExceeded(f"quota {n} exceeded")
+
+    @flow
+    def main_flow(n: int) -> list:
+        return [f.result() for f in shifted.map(range(n))]
+
+    if __name__ == "__main__":
+        rows = main_flow(n=6)
+        try:
+            over_quota.submit(7).result()
+            caught = "nothing"
+        except QuotaExceeded as exc:
+            caught = f"QuotaExceeded: {exc}"
+        print(json.dumps({"rows": rows, "caught": caught, "driver_pid": os.getpid()}))
+''')
+
+
+def test_main_module_tasks_run_on_workers_started_elsewhere(workers, client, tmp_path) -> None:
+    script_dir = tmp_path / "project"
+    worker_dir = tmp_path / "elsewhere"
+    script_dir.mkdir()
+    worker_dir.mkdir()
+    (script_dir / "my_flow.py").write_text(SCRIPT)
+    # Workers run in another directory with nothing of the script importable.
+    env = {"PYTHONPATH": ""}
+    workers.start("default", concurrency=2, cwd=worker_dir, env=env)
+    workers.start("default", concurrency=1, cwd=worker_dir, env=env)
+    workers.wait_registered(client, count=2)
+
+    done = subprocess.run([sys.executable, "my_flow.py"], cwd=script_dir, capture_output=True,
+                          text=True, timeout=60, env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert [r["value"] for r in out["rows"]] == [100 + i for i in range(6)]
+    assert {r["cwd"] for r in out["rows"]} == {str(worker_dir)}
+    assert out["caught"] == "QuotaExceeded: quota 7 exceeded"
+    assert out["driver_pid"] not in {r["pid"] for r in out["rows"]}
