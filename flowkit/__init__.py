@@ -14,6 +14,7 @@ from flowkit.errors import StoreConnectionError as StoreConnectionError
 from flowkit.errors import TaskFailed as TaskFailed
 from flowkit.errors import TaskTimeout as TaskTimeout
 from flowkit.errors import UpstreamFailed as UpstreamFailed
+from flowkit.errors import WorkerCrashed as WorkerCrashed
 from flowkit.flows import Flow as Flow
 from flowkit.flows import flow as flow
 from flowkit.futures import TaskFuture as TaskFuture
@@ -28,6 +29,6 @@ from flowkit.tasks import unmapped as unmapped
 __all__ = [
     "CancelledRun", "ConfigurationError", "Flow", "FlowTimeout", "FlowkitError", "Retry",
     "RunState", "SerializationError", "StoreConnectionError", "Task", "TaskFailed", "TaskFuture",
-    "TaskTimeout", "UpstreamFailed", "__version__", "as_completed", "flow", "get_run_logger",
+    "TaskTimeout", "UpstreamFailed", "WorkerCrashed", "__version__", "as_completed", "flow", "get_run_logger",
     "task", "unmapped", "wait",
 ]

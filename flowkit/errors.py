@@ -61,6 +61,10 @@ class UpstreamFailed(TaskError):
     """A task run did not start because a task it depends on failed."""
 
 
+class WorkerCrashed(TaskError):
+    """The process running a task run died (killed, segfault, ``os._exit``) before it finished."""
+
+
 class TaskTimeout(TaskError, TimeoutError):
     """A task run or a wait for its result exceeded its time limit."""
 

@@ -115,8 +115,8 @@ class Executor:
                 queue_store.finish(self.client, pipe, self.worker_id, self.executor_id, claimed,
                                    attempt.queue, attempt.outcome, self.result_ttl_ms)
             if give_back:
-                queue_store.release(self.client, self.worker_id, self.executor_id, give_back,
-                                    pipe=pipe)
+                queue_store.release(self.client, self.worker_id, self.executor_id,
+                                    [c.id for c in give_back], pipe=pipe)
             if claim:
                 queue_store.claim(self.client, self.worker_id, self.executor_id, self.queues,
                                   limit=self.batch_size, pipe=pipe)

@@ -21,7 +21,7 @@ from flowkit._version import __version__
 from flowkit.settings import get_settings
 from flowkit.store import keys, queue as queue_store
 from flowkit.store.connection import connect, redact
-from flowkit.store.runs import new_id
+from flowkit.store.runs import get_task_run, new_id
 
 logger = logging.getLogger(__name__)
 
@@ -106,12 +106,45 @@ class WorkerSupervisor:
         assert slot.process is not None
         code = slot.process.returncode
         slot.process = None
+        if code != 0:
+            self._recover(slot, code)
         if self.stopping or (self.burst and code == 0):
             return
         slot.restarts += 1
         logger.warning("executor %s exited with %s; restarting (restart #%d)",
                        slot.executor_id, code, slot.restarts)
         self._spawn(slot)
+
+    def _recover(self, slot: _Slot, code: int) -> None:
+        """After an executor died: its running task run crashed, its unstarted claims go back."""
+        try:
+            ids = [i.decode() for i in self.client.lrange(keys.processing(slot.executor_id), 0, -1)]
+            if not ids:
+                return
+            running, unstarted = ids[0], ids[1:]
+            if unstarted:
+                queue_store.release(self.client, self.worker_id, slot.executor_id, unstarted)
+            record = get_task_run(self.client, running)
+            if record is None or record.get("state") != "running":
+                self.client.lrem(keys.processing(slot.executor_id), 0, running)
+                return
+            attempt, retries = int(record.get("attempt", 1)), int(record.get("retries", 0))
+            outcome = queue_store.Outcome(
+                "crashed", error_type="flowkit.errors.WorkerCrashed",
+                error_message=f"the executor process running this task exited with "
+                              f"{_describe_exit(code)} on worker {self.worker_id}",
+                retry_delay=0.0 if attempt <= retries else None)
+            claimed = queue_store.Claim(running, b"", attempt, record.get("flow_run_id", ""),
+                                        record.get("reply_to", ""))
+            pipe = self.client.pipeline(transaction=False)
+            queue_store.finish(self.client, pipe, self.worker_id, slot.executor_id, claimed,
+                               record.get("queue", self.queues[0]), outcome,
+                               self.settings.result_ttl_seconds * 1000)
+            pipe.execute()
+            logger.warning("task run %s crashed its executor (%s)", running,
+                           _describe_exit(code))
+        except Exception as exc:
+            logger.error("could not recover the work of executor %s: %s", slot.executor_id, exc)
 
     def _heartbeat(self) -> None:
         try:
@@ -122,6 +155,15 @@ class WorkerSupervisor:
             queue_store.heartbeat(self.client, self.worker_id, self.queues, busy)
         except Exception as exc:
             logger.warning("heartbeat failed: %s", exc)
+
+
+def _describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"signal {-code}"
+    return f"exit code {code}"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -111,19 +111,25 @@ def flow_run_detail(flow_run: dict[str, str], task_runs: list[dict[str, Any]],
     if flow_run.get("error_type"):
         _console.print(f"[red]error: {flow_run['error_type']}: {flow_run.get('error_message')}[/]")
     table = Table(title=f"{len(task_runs)} task runs", title_justify="left")
-    for column in ("id", "task", "state", "attempts", "duration", "worker", "error"):
+    for column in ("id", "task", "state", "attempts", "duration", "worker"):
         table.add_column(column, overflow="fold")
+    failures = []
     for row in task_runs:
-        attempts = ", ".join(f"{h.get('attempt')}:{h.get('state')}"
-                             for h in row.get("history", []) if h.get("state") != "running")
         table.add_row(row.get("id", ""), row.get("task_name", ""), _state(row.get("state", "")),
-                      f"{row.get('attempt', 0)} ({attempts})" if attempts else
                       str(row.get("attempt", 0)),
                       _duration(row.get("started"), row.get("ended")) if row.get("ended") else "-",
-                      row.get("worker", "-"),
-                      (f"{row['error_type'].rsplit('.', 1)[-1]}: {row.get('error_message', '')}"
-                       if row.get("error_type") else ""))
+                      row.get("worker", "-"))
+        if row.get("error_type"):
+            failures.append(row)
     _console.print(table)
+    for row in failures:
+        _console.print(f"[red]{row.get('task_name')} {row.get('id')}[/]: "
+                       f"{row['error_type']}: {row.get('error_message', '')}", soft_wrap=True)
+        for entry in row.get("history", []):
+            if entry.get("error_type") and "retry_in" in entry:
+                _console.print(f"  attempt {entry.get('attempt')} {entry.get('state')}: "
+                               f"{entry.get('error_type')}: {entry.get('message', '')} "
+                               f"(retried after {entry['retry_in']:.1f} s)", soft_wrap=True)
 
 
 def log_lines(lines: list[dict[str, str]], as_json: bool) -> None:

@@ -60,12 +60,12 @@ def parse_claims(raw: list[Any] | None) -> list[Claim]:
             for r in raw or ()]
 
 
-def release(client: redis.Redis, worker_id: str, executor_id: str, claims: list[Claim],
+def release(client: redis.Redis, worker_id: str, executor_id: str, task_run_ids: list[str],
             pipe: Any = None) -> Any:
     """Give unstarted claims back to the front of their queues; see release.lua."""
     return lua.run(client, "release", [keys.processing(executor_id)],
                    [worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX, keys.RQ_JOB_PREFIX,
-                    keys.RQ_QUEUE_PREFIX, *[c.id for c in claims]], pipe=pipe)
+                    keys.RQ_QUEUE_PREFIX, *task_run_ids], pipe=pipe)
 
 
 def blocking_pop(client: redis.Redis, executor_id: str, queues: list[str],

@@ -1,29 +1,23 @@
-"""flowkit against plain RQ on the same machine, same server, same task bodies, one run.
+"""flowkit against plain RQ: same machine, server and task bodies, one run, ratios flowkit/RQ.
 
-What it does: starts its own Redis-compatible server (flowkit's embedded launcher, loopback,
-free port, in a temporary FLOWKIT_HOME), then for each system in turn (flowkit, then RQ, with a
-FLUSHDB in between) starts that system's workers, runs every workload and stops the workers:
+Starts its own Valkey/Redis (flowkit's embedded launcher, loopback, temporary FLOWKIT_HOME), then
+per system (flowkit, FLUSHDB, RQ) starts its workers, runs every workload, stops them.
+flowkit: one ``flowkit worker start -c 2`` (2 executor processes), driven by ``Task.map``/
+``submit`` and ``flowkit.wait``. RQ: two ``rq worker -w rq.worker.SimpleWorker --quiet`` (no fork
+and no log line per job), driven by ``Queue.enqueue_many`` plus polling of the finished/failed
+registries every 10 ms (RQ has no batch wait), and ``Job.latest_result(timeout)`` (blocking XREAD).
 
-* flowkit: one ``flowkit worker start -c 2`` supervisor (2 executor processes), driven from
-  this process through ``Task.map``/``submit`` and ``flowkit.wait``.
-* RQ: two ``rq worker --worker-class rq.worker.SimpleWorker --quiet`` processes (no fork per
-  job, no per-job log line), driven through ``Queue.enqueue_many`` and completion polling of
-  the finished/failed registries every 10 ms (RQ has no batch wait), or
-  ``Job.latest_result(timeout=...)`` (a blocking XREAD on the result stream) for round trips.
+Workloads, every result checked: W1 2000 no-op tasks, submit to all done (3 runs: median, best);
+W2 200 sequential submit+result round trips (p50, p99); W3 200 tasks sleeping 10 ms (wall s,
+ideal 1.0); W4 200 tasks with a 1 MiB bytes argument; import time in a fresh interpreter
+(perf_counter around the import, best of 5). Redis cost per W1 task: INFO stats/commandstats
+deltas from just before submitting to just after the last completion: total_commands_processed
+(Valkey also counts commands run inside Lua scripts - checked on this server), total_reads_processed
+(read events = client round trips), EVAL/EVALSHA calls. Background traffic (heartbeats, idle
+blocking pops) is included; the benchmark's own RQ completion polls are subtracted.
 
-Workloads (every result is checked): W1 2000 no-op tasks end to end (submit to all done; 3 runs,
-median and best), W2 200 sequential submit+result round trips (p50/p99), W3 200 tasks sleeping
-10 ms (wall seconds, ideal 1.0 on 2 processes), W4 200 tasks with a 1 MiB bytes argument, and
-the import time of the package in a fresh interpreter (perf_counter around the import, best of 5).
-Redis cost per W1 task comes from ``INFO stats``/``INFO commandstats`` deltas taken right before
-submitting and right after the last completion: total_commands_processed (Valkey counts the
-commands a Lua script runs as well as the EVALSHA itself, checked against this server),
-total_reads_processed (read events, i.e. client round trips), and EVAL/EVALSHA calls. The window
-also holds background traffic (heartbeats, blocking pops timing out); RQ's figures leave out the
-benchmark's own completion polls. Ratios are flowkit/RQ; the "better" column says which way wins.
-
-Add a workload: write ``def wN(system: System) -> dict[str, Any]`` returning metric values by key,
-append it to WORKLOADS and describe its metrics in METRICS (a system may raise NotImplementedError).
+Add a workload: ``def wN(system: System) -> dict[str, Any]`` (metric values by key; raise
+NotImplementedError where a system lacks the feature), append it to WORKLOADS, its rows to METRICS.
 """
 
 from __future__ import annotations
@@ -107,16 +101,23 @@ class System(Protocol):
     def stop(self) -> None: ...
     def run_map(self, kind: str, args: list[Any], timeout: float) -> Callable[[], list[Any]]:
         """Submit one task per arg, return once all are done; the callable fetches results."""
+        ...
     def round_trip(self, x: int) -> Any: ...
 
 
-class FlowkitSystem:
-    name, module = "flowkit", "flowkit"
-
+class _Base:
     def __init__(self, url: str, env: dict[str, str], home: Path, client: redis.Redis) -> None:
         self.url, self.env, self.home, self.client, self.polls = url, env, home, client, 0
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.tasks: dict[str, Any] = {}
+
+    def stop(self) -> None:
+        stop_procs(self.procs)
+
+
+class FlowkitSystem(_Base):
+    name, module = "flowkit", "flowkit"
+    tasks = {"noop": bench_tasks.noop, "sleep10ms": bench_tasks.sleep10ms,
+             "take_bytes": bench_tasks.take_bytes}
 
     def start(self) -> None:
         from flowkit.store.queue import live_workers_for
@@ -125,15 +126,13 @@ class FlowkitSystem:
                "--redis-url", self.url]
         self.procs.append(spawn(cmd, self.env, self.home / "flowkit-worker.log"))
         wait_until(lambda: live_workers_for(self.client, QUEUE) >= 1, 20, "the flowkit worker")
-        self.tasks = {"noop": bench_tasks.noop, "sleep10ms": bench_tasks.sleep10ms,
-                      "take_bytes": bench_tasks.take_bytes}
         self.run_map("noop", list(range(50)), 30)()  # warm-up: runtime, listener, workers
 
     def stop(self) -> None:
         from flowkit.runtime import reset_runtime
 
         reset_runtime()
-        stop_procs(self.procs)
+        super().stop()
 
     def run_map(self, kind: str, args: list[Any], timeout: float) -> Callable[[], list[Any]]:
         import flowkit
@@ -147,27 +146,19 @@ class FlowkitSystem:
         return self.tasks["noop"].submit(x).result(timeout=10)
 
 
-class RqSystem:
+class RqSystem(_Base):
     name, module = "RQ", "rq"
 
-    def __init__(self, url: str, env: dict[str, str], home: Path, client: redis.Redis) -> None:
-        from rq import Queue
-
-        self.url, self.env, self.home, self.client, self.polls = url, env, home, client, 0
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.queue = Queue(QUEUE, connection=client)
-
     def start(self) -> None:
-        from rq import Worker
+        from rq import Queue, Worker
+
+        self.queue = Queue(QUEUE, connection=self.client)
 
         cmd = [sys.executable, "-m", "rq.cli", "worker", "--worker-class",
                "rq.worker.SimpleWorker", "--url", self.url, "--quiet", QUEUE]
         self.procs = [spawn(cmd, self.env, self.home / f"rq-worker-{i}.log") for i in range(2)]
         wait_until(lambda: Worker.count(queue=self.queue) >= 2, 20, "2 RQ workers")
         self.run_map("noop", list(range(50)), 30)()
-
-    def stop(self) -> None:
-        stop_procs(self.procs)
 
     def run_map(self, kind: str, args: list[Any], timeout: float) -> Callable[[], list[Any]]:
         from rq import Queue
@@ -198,21 +189,32 @@ class RqSystem:
 
 
 # -- workloads ------------------------------------------------------------------------------
+def timed_map(system: System, kind: str, args: list[Any], expected: list[Any],
+              between: Callable[[], None] = lambda: None) -> float:
+    """Seconds from submitting to the last completion (``between`` runs before the check)."""
+    t0 = time.perf_counter()
+    fetch = system.run_map(kind, args, MAP_TIMEOUT)
+    seconds = time.perf_counter() - t0
+    between()
+    if fetch() != expected:
+        raise AssertionError(f"{system.name} {kind}: wrong results")
+    return seconds
+
+
 def w1_throughput(system: System) -> dict[str, Any]:
     rates: list[float] = []
     cost: dict[str, int] = {}
     polls = 0
     for _ in range(W1_RUNS):
         before, polls0 = counters(system.client), system.polls
-        t0 = time.perf_counter()
-        fetch = system.run_map("noop", list(range(W1_TASKS)), MAP_TIMEOUT)
-        rates.append(W1_TASKS / (time.perf_counter() - t0))
-        after = counters(system.client)
+
+        def add_cost() -> None:
+            for k, v in counters(system.client).items():
+                cost[k] = cost.get(k, 0) + v - before.get(k, 0)
+
+        args = list(range(W1_TASKS))
+        rates.append(W1_TASKS / timed_map(system, "noop", args, args, add_cost))
         polls += system.polls - polls0
-        for k, v in after.items():
-            cost[k] = cost.get(k, 0) + v - before.get(k, 0)
-        if sum(fetch()) != sum(range(W1_TASKS)):
-            raise AssertionError("W1: wrong results")
     n = W1_TASKS * W1_RUNS
     scripts = sum(cost.get(c, 0) for c in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall"))
     per_task = {"commands": (cost["commands"] - 2 * polls) / n,
@@ -241,22 +243,12 @@ def w2_latency(system: System) -> dict[str, Any]:
 
 
 def w3_sleep(system: System) -> dict[str, Any]:
-    t0 = time.perf_counter()
-    fetch = system.run_map("sleep10ms", list(range(200)), MAP_TIMEOUT)
-    seconds = time.perf_counter() - t0
-    if fetch() != list(range(200)):
-        raise AssertionError("W3: wrong results")
-    return {"w3_seconds": seconds}
+    return {"w3_seconds": timed_map(system, "sleep10ms", list(range(200)), list(range(200)))}
 
 
 def w4_bytes(system: System) -> dict[str, Any]:
-    payload = os.urandom(1 << 20)
-    t0 = time.perf_counter()
-    fetch = system.run_map("take_bytes", [payload] * 200, MAP_TIMEOUT)
-    rate = 200 / (time.perf_counter() - t0)
-    if fetch() != [1 << 20] * 200:
-        raise AssertionError("W4: wrong results")
-    return {"w4_rate": rate}
+    payload = os.urandom(1 << 20)  # map() iterates the list: 200 references to one object
+    return {"w4_rate": 200 / timed_map(system, "take_bytes", [payload] * 200, [1 << 20] * 200)}
 
 
 def w5_import(system: System) -> dict[str, Any]:
@@ -298,8 +290,8 @@ def run_system(system: System, console: Console) -> tuple[dict[str, Any], list[s
     measured: dict[str, Any] = {}
     errors: list[str] = []
     console.print(f"[bold]{system.name}[/]: starting workers")
-    system.start()
     try:
+        system.start()
         for workload in WORKLOADS:
             t0 = time.monotonic()
             try:
@@ -310,6 +302,9 @@ def run_system(system: System, console: Console) -> tuple[dict[str, Any], list[s
                 errors.append(f"{system.name} {workload.__name__}: {exc!r}")
                 console.print(f"[red]{errors[-1]}[/]")
             console.print(f"  {workload.__name__} done in {time.monotonic() - t0:.1f} s")
+    except Exception as exc:  # workers did not start: the other system still runs
+        errors.append(f"{system.name} start: {exc!r} (logs in FLOWKIT_HOME)")
+        console.print(f"[red]{errors[-1]}[/]")
     finally:
         system.stop()
     return measured, errors
@@ -318,7 +313,6 @@ def run_system(system: System, console: Console) -> tuple[dict[str, Any], list[s
 def machine_info(client: redis.Redis, binary: str) -> dict[str, Any]:
     import flowkit
     import rq
-
     server = client.info("server")
     return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
             "python": platform.python_version(), "platform": platform.platform(),
@@ -342,7 +336,7 @@ def build_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def print_table(console: Console, machine: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
     def fmt(v: float | None) -> str:
         return "n/a" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
@@ -362,7 +356,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
     args = parser.parse_args()
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=132)
     from flowkit.embedded import free_port, start_server
 
     with tempfile.TemporaryDirectory(prefix="flowkit-bench-", ignore_cleanup_errors=True) as tmp:
@@ -391,10 +385,9 @@ def main() -> int:
                 wait_until(lambda: os.waitpid(info.pid, os.WNOHANG)[0] != 0, 10, "server exit")
             except (ChildProcessError, TimeoutError):
                 pass
-    rows = build_rows(measured)
-    print_table(console, machine, rows)
-    cost = {name: m.get("redis_cost") for name, m in measured.items()}
+    print_table(console, rows := build_rows(measured))
     if args.json:
+        cost = {name: m.get("redis_cost") for name, m in measured.items()}
         args.json.write_text(json.dumps({"machine": machine, "results": rows,
                                          "redis_cost": cost, "errors": errors}, indent=2))
         console.print(f"wrote {args.json}")

@@ -9,8 +9,8 @@
 -- ARGV[6] = id already taken by a blocking pop ('' for none)
 -- ARGV[7] = '1' when that id still has to be pushed onto the processing list
 -- ARGV[8] = how many task runs to claim at most
--- Returns a list of {id, envelope, attempt, flow_run_id, reply_to}; ids that are no longer
--- pending (cancelled, already finished) are dropped from the processing list and skipped.
+-- Returns a list of {id, envelope, attempt, flow_run_id, reply_to}; ids that are neither
+-- pending nor retrying (cancelled, already finished) are dropped from processing and skipped.
 local now = ARGV[1]
 
 -- Retries whose delay has passed go back to the end of their queue.
@@ -24,14 +24,14 @@ end
 local function take(id)
   local tr = ARGV[3] .. id
   local f = redis.call('HMGET', tr, 'state', 'flow_run_id', 'reply_to')
-  if f[1] ~= 'pending' then
+  if f[1] ~= 'pending' and f[1] ~= 'retrying' then
     redis.call('LREM', KEYS[1], 0, id)
     return nil
   end
   local attempt = redis.call('HINCRBY', tr, 'attempt', 1)
   redis.call('HSET', tr, 'state', 'running', 'started', now, 'worker', ARGV[2], 'updated', now)
   local fr = ARGV[4] .. f[2]
-  redis.call('HINCRBY', fr, 'n_pending', -1)
+  redis.call('HINCRBY', fr, 'n_' .. f[1], -1)
   redis.call('HINCRBY', fr, 'n_running', 1)
   redis.call('RPUSH', tr .. ':history',
     cjson.encode({state = 'running', ts = tonumber(now), attempt = attempt, worker = ARGV[2]}))

@@ -29,11 +29,10 @@ redis.call('HINCRBY', fr, 'n_running', -1)
 
 if ARGV[14] ~= '' then
   -- Another attempt follows: it waits in the scheduled set, holding no executor slot.
-  entry.state = 'retrying'
-  entry.delay = tonumber(ARGV[14])
+  entry.retry_in = tonumber(ARGV[14])
   redis.call('RPUSH', tr .. ':history', cjson.encode(entry))
-  redis.call('HSET', tr, 'state', 'pending', 'updated', now)
-  redis.call('HINCRBY', fr, 'n_pending', 1)
+  redis.call('HSET', tr, 'state', 'retrying', 'updated', now)
+  redis.call('HINCRBY', fr, 'n_retrying', 1)
   redis.call('HSET', KEYS[5], 'status', 'scheduled')
   if tonumber(ARGV[14]) <= 0 then
     redis.call('RPUSH', KEYS[8], id)
