@@ -338,7 +338,7 @@ def build_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
 
 def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
     def fmt(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+        return "n/a" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"
 
     table = Table(title="flowkit vs RQ (ratio = flowkit/RQ; see 'better' for direction)")
     for col in ("workload", "unit", "flowkit", "RQ", "flowkit/RQ", "better", "target", "meets"):

@@ -1,0 +1,37 @@
+"""flowkit queues are RQ queues: RQ's own API sees them and a stock RQ worker can run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import rq
+
+from flowkit.states import RunState
+
+from conftest import TESTS_DIR
+from tasks_for_tests import add
+
+
+def test_rq_sees_flowkit_queues_and_jobs(client) -> None:
+    futures = add.map(range(4), [1] * 4)
+    queue = rq.Queue("default", connection=client)
+    assert queue.count == 4
+    assert [q.name for q in rq.Queue.all(connection=client)] == ["default"]
+    job = queue.jobs[0]
+    assert job.func_name == "flowkit.workers.rq_compat.run_task_run"
+    assert job.args == (futures[0].task_run_id,)
+    assert job.get_status() == "queued"
+
+
+def test_stock_rq_worker_runs_flowkit_tasks(redis_url, client) -> None:
+    futures = add.map(range(3), [10] * 3)
+    done = subprocess.run(
+        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url,
+         "--worker-class", "rq.worker.SimpleWorker", "default"],
+        capture_output=True, text=True, timeout=60, cwd=TESTS_DIR,
+        env={**os.environ, "PYTHONPATH": str(TESTS_DIR)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [f.result(timeout=10) for f in futures] == [10, 11, 12]
+    assert all(f.state is RunState.COMPLETED for f in futures)
