@@ -101,3 +101,35 @@ def test_unreachable_redis_exits_2_with_one_line(client) -> None:
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: cannot reach Redis at")
     assert "secret" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_run_logs_follow_streams_until_the_run_ends(worker, client) -> None:
+    import threading
+    import time
+
+    from flowkit import get_run_logger
+    from flowkit.store.runs import list_flow_runs
+    from tasks_for_tests import sleep_then
+
+    @flow
+    def slow_talker() -> None:
+        logger = get_run_logger()
+        logger.info("first")
+        sleep_then(1.0)
+        logger.info("last")
+
+    thread = threading.Thread(target=slow_talker)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not list_flow_runs(client) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        run_id = list_flow_runs(client)[0]["id"]
+        follower = subprocess.run([sys.executable, "-m", "flowkit", "run", "logs", run_id,
+                                   "--follow"], capture_output=True, text=True, timeout=30,
+                                  env=os.environ)
+    finally:
+        thread.join(timeout=30)
+    assert follower.returncode == 0, follower.stderr
+    lines = follower.stdout.strip().splitlines()
+    assert [line.rsplit(" - ", 1)[-1] for line in lines] == ["first", "last"]

@@ -94,3 +94,49 @@ def test_queue_option_routes_to_that_queue(workers, client) -> None:
     workers.wait_registered(client, queue="other")
     assert on_other.submit("x").result(timeout=10) == "x"
     assert client.hget(f"flowkit:taskrun:{on_other.submit('y').task_run_id}", "queue") == b"other"
+
+
+def test_timeout_seconds_stops_the_attempt(worker, client) -> None:
+    from flowkit.errors import TaskTimeout
+
+    from tasks_for_tests import sleep_then
+
+    limited = sleep_then.with_options(timeout_seconds=0.3)
+    future = limited.submit(5, None)
+    with pytest.raises(TaskTimeout, match="timeout_seconds=0.3"):
+        future.result(timeout=10)
+    assert future.state is RunState.TIMED_OUT
+    assert add.submit(1, 1).result(timeout=10) == 2  # the executor keeps serving
+
+
+def test_retries_run_the_task_again_until_it_succeeds(worker, client, tmp_path) -> None:
+    from flowkit.store import runs
+
+    @task(retries=3, retry_delay_seconds=0.05)
+    def flaky(path: str) -> int:
+        with open(path, "a") as f:
+            f.write("x")
+        with open(path) as f:
+            attempts = len(f.read())
+        if attempts < 3:
+            raise ConnectionError(f"attempt {attempts} failed")
+        return attempts
+
+    future = flaky.submit(str(tmp_path / "attempts"))
+    assert future.result(timeout=15) == 3
+    history = runs.get_history(client, future.task_run_id)
+    outcomes = [(h["state"], h["attempt"]) for h in history if h["state"] != "running"]
+    assert outcomes == [("failed", 1), ("failed", 2), ("completed", 3)]
+    assert [h.get("retry_in") for h in history if h["state"] == "failed"] == [0.05, 0.05]
+    assert "attempt 2 failed" in history[3]["message"]
+
+
+def test_retries_exhausted_raise_the_last_error(worker, client) -> None:
+    @task(retries=1)
+    def always_fails() -> None:
+        raise ConnectionError("still down")
+
+    future = always_fails.submit()
+    with pytest.raises(ConnectionError, match="still down"):
+        future.result(timeout=15)
+    assert client.hget(f"flowkit:taskrun:{future.task_run_id}", "attempt") == b"2"

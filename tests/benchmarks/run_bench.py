@@ -116,8 +116,8 @@ class _Base:
 
 class FlowkitSystem(_Base):
     name, module = "flowkit", "flowkit"
-    tasks = {"noop": bench_tasks.noop, "sleep10ms": bench_tasks.sleep10ms,
-             "take_bytes": bench_tasks.take_bytes}
+    tasks: dict[str, Any] = {"noop": bench_tasks.noop, "sleep10ms": bench_tasks.sleep10ms,
+                            "take_bytes": bench_tasks.take_bytes}
 
     def start(self) -> None:
         from flowkit.store.queue import live_workers_for
@@ -171,8 +171,10 @@ class RqSystem(_Base):
         deadline = time.monotonic() + timeout
         while True:
             self.polls += 1
-            done, bad = self.client.pipeline(transaction=False).zcard(finished).zcard(
-                failed).execute()
+            pipe = self.client.pipeline(transaction=False)
+            pipe.zcard(finished)
+            pipe.zcard(failed)
+            done, bad = pipe.execute()
             if bad > failed0:
                 raise RuntimeError(f"RQ {kind}: {bad - failed0} job(s) failed")
             if done - done0 >= len(jobs):
@@ -347,7 +349,7 @@ def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
         sign = "≥" if r["better"] == "higher" else "≤"
         meets = {None: "-", True: "[green]yes[/]", False: "[red]no[/]"}[r["meets_target"]]
         table.add_row(r["workload"], r["unit"], fmt(r["flowkit"]), fmt(r["rq"]),
-                      "n/a" if r["ratio"] is None else f"{r['ratio']:.2f}x", r["better"],
+                      "n/a" if r["ratio"] is None else f"{r['ratio']:.3g}x", r["better"],
                       "-" if r["target"] is None else f"{sign} {r['target']:g}", meets)
     console.print(table)
 
