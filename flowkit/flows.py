@@ -84,7 +84,7 @@ class Flow(Generic[P, R]):
                     continue
                 default = ... if param.default is inspect._empty else param.default
                 fields[name] = (hints.get(name, Any), default)
-            self._model = create_model(  # type: ignore[call-overload]
+            self._model = create_model(
                 f"{self.name}_parameters",
                 __config__=ConfigDict(arbitrary_types_allowed=True), **fields)
         return self._model

@@ -209,7 +209,7 @@ class Runtime:
         failures = 0
         while not self._stopping:
             try:
-                reply = client.xread({self.reply_key: last}, count=2000, block=1000)
+                reply: Any = client.xread({self.reply_key: last}, count=2000, block=1000)
                 failures = 0
             except Exception as exc:  # connection trouble: back off, bounded, then give up
                 failures += 1

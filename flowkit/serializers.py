@@ -87,7 +87,8 @@ def dumps_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                names: list[str]) -> bytes:
     """Pickle call arguments; on failure name the argument that cannot travel."""
     try:
-        return cloudpickle.dumps((args, kwargs))
+        data: bytes = cloudpickle.dumps((args, kwargs))
+        return data
     except Exception as exc:
         culprit = _find_unpicklable(args, kwargs, names)
         raise SerializationError(
@@ -168,7 +169,8 @@ def unseal(key: SigningKey, data: bytes) -> bytes:
 def dumps_result(value: Any) -> bytes:
     """Pickle a return value; the error names its type."""
     try:
-        return cloudpickle.dumps(value)
+        data: bytes = cloudpickle.dumps(value)
+        return data
     except Exception as exc:
         raise SerializationError(
             f"return value of type {type(value).__module__}.{type(value).__qualname__} cannot be "

@@ -185,7 +185,7 @@ class Task(Generic[P, R]):
         futures = runtime.submit(specs, upstreams)
         if flow_ctx is not None:
             flow_ctx.futures.extend(futures)
-        return futures  # type: ignore[return-value]
+        return futures
 
     def _dump_body(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                    exec_opts: dict[str, Any]) -> bytes:

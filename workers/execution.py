@@ -49,16 +49,16 @@ def _qualified(exc_type: type[BaseException]) -> str:
 
 
 def _load_function(ctx: ExecutionContext, digest: str) -> Callable[..., Any]:
-    fn = ctx.functions.get(digest)
-    if fn is not None:
-        return fn
-    blob = ctx.client.get(keys.function(digest))
+    cached = ctx.functions.get(digest)
+    if cached is not None:
+        return cached
+    blob: Any = ctx.client.get(keys.function(digest))
     if blob is None:
         raise EnvelopeError(f"task function {digest[:12]} is missing from Redis (expired?); "
                             "submit the task again")
     if hashlib.sha256(blob).hexdigest() != digest:
         raise EnvelopeError(f"task function {digest[:12]} does not match its digest")
-    fn = serializers.loads(blob)
+    fn: Callable[..., Any] = serializers.loads(blob)
     if len(ctx.functions) >= _FUNCTION_CACHE_SIZE:
         ctx.functions.pop(next(iter(ctx.functions)))
     ctx.functions[digest] = fn
@@ -67,7 +67,7 @@ def _load_function(ctx: ExecutionContext, digest: str) -> Callable[..., Any]:
 
 def _resolve_refs(ctx: ExecutionContext, value: Any, depth: int = 0) -> Any:
     if isinstance(value, ResultRef):
-        data = ctx.client.get(keys.result(value.task_run_id))
+        data: Any = ctx.client.get(keys.result(value.task_run_id))
         if data is None:
             raise EnvelopeError(f"the result of upstream task run {value.task_run_id} is not in "
                                 "Redis (expired?)")

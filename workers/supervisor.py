@@ -20,7 +20,7 @@ from typing import Any
 from flowkit._version import __version__
 from flowkit.settings import get_settings
 from flowkit.store import keys, queue as queue_store
-from flowkit.store.connection import connect, redact
+from flowkit.store.connection import call, connect, redact
 from flowkit.store.runs import get_task_run, new_id
 
 logger = logging.getLogger(__name__)
@@ -118,7 +118,8 @@ class WorkerSupervisor:
     def _recover(self, slot: _Slot, code: int) -> None:
         """After an executor died: its running task run crashed, its unstarted claims go back."""
         try:
-            ids = [i.decode() for i in self.client.lrange(keys.processing(slot.executor_id), 0, -1)]
+            ids = [i.decode() for i in call(self.client, self.client.lrange,
+                                             keys.processing(slot.executor_id), 0, -1)]
             if not ids:
                 return
             running, unstarted = ids[0], ids[1:]

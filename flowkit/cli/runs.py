@@ -52,9 +52,8 @@ def show(client: Any, run_id: str, as_json: bool, limit: int) -> None:
 
     flow_run_id = _find(client, run_id)
     flow_run = get_flow_run(client, flow_run_id) or {}
-    task_runs = get_task_runs(client, flow_run_id, limit=limit)
-    for task_run in task_runs:
-        task_run["history"] = get_history(client, task_run["id"])
+    task_runs = [{**task_run, "history": get_history(client, task_run["id"])}
+                 for task_run in get_task_runs(client, flow_run_id, limit=limit)]
     render.flow_run_detail(flow_run, task_runs, as_json)
 
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
 from flowkit.errors import ConfigurationError, StoreConnectionError, StoreError
 
 if TYPE_CHECKING:
     import redis
-
-T = TypeVar("T")
 
 _PASSWORD_IN_URL = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
 _SCHEMES = ("redis://", "rediss://", "unix://", "valkey://", "valkeys://")
@@ -72,8 +70,11 @@ def url_of(client: redis.Redis) -> str:
     return redact(getattr(client, "flowkit_url", "redis://?"))
 
 
-def call(client: redis.Redis, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Run one redis-py call, turning redis-py errors into flowkit errors that name the URL."""
+def call(client: redis.Redis, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run one redis-py call, turning redis-py errors into flowkit errors that name the URL.
+
+    Returns Any: redis-py types replies as unions of its sync and async shapes.
+    """
     import redis
 
     try:

@@ -55,7 +55,7 @@ def create_flow_run(client: redis.Redis, flow_run_id: str, name: str, *, paramet
                     state: RunState = RunState.RUNNING) -> None:
     """Record a new flow run in ``state`` and index it."""
     now = time.time()
-    fields: dict[str, Any] = {
+    fields: dict[Any, Any] = {
         "id": flow_run_id, "name": name, "kind": kind, "state": state.value, "created": now,
         "started": now, "updated": now, "parameters": parameters, "tags": json.dumps(list(tags)),
         "parent": parent, "n_total": 0,
@@ -77,7 +77,7 @@ def set_flow_run_state(client: redis.Redis, flow_run_id: str, old: RunState, new
     now = time.time()
     key = keys.flow_run(flow_run_id)
     created = call(client, client.hget, key, "created")
-    fields: dict[str, Any] = {"state": new.value, "updated": now}
+    fields: dict[Any, Any] = {"state": new.value, "updated": now}
     if new.is_terminal:
         fields["ended"] = now
     if error_type:
@@ -163,7 +163,7 @@ def fail_without_running(client: redis.Redis, task_run_id: str, flow_run_id: str
     call(client, pipe.execute)
 
 
-def append_log(client: redis.Redis | Any, flow_run_id: str, record: dict[str, str],
+def append_log(client: redis.Redis | Any, flow_run_id: str, record: dict[Any, Any],
                reply_to: str = "") -> None:
     """Add one log line to the flow run's log stream (and to the driver's reply stream)."""
     client.xadd(keys.logs(flow_run_id), record, maxlen=100_000, approximate=True)
