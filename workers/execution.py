@@ -6,6 +6,7 @@ import hashlib
 import random
 import signal
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
@@ -117,6 +118,13 @@ class _Alarm:
 
 def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     """Execute one attempt of a claimed task run and describe its outcome."""
+    started = time.time()
+    attempt = _run_attempt(ctx, claimed)
+    attempt.outcome.started = started
+    return attempt
+
+
+def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     queue = ctx.default_queue
     try:
         opened = serializers.open_envelope(ctx.key, claimed.envelope)

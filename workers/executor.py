@@ -35,7 +35,7 @@ BATCH_TARGET_SECONDS = 0.002
 #: ...but never more than this many at once.
 MAX_BATCH = 32
 #: A task slower than this makes the executor give back the rest of its batch.
-RELEASE_AFTER_SECONDS = 0.02
+RELEASE_AFTER_SECONDS = 0.005
 #: Outcomes wait at most this long to share a round trip with later ones.
 FLUSH_AFTER_SECONDS = 0.002
 

@@ -43,6 +43,7 @@ class Outcome:
     traceback: str = ""
     exception: bytes = b""
     retry_delay: float | None = None
+    started: float | None = None
 
 
 def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[str], *,
@@ -95,7 +96,7 @@ def finish(client: redis.Redis, pipe: Any, worker_id: str, executor_id: str, cla
              result_ttl_ms, "1" if outcome.inline else "0", outcome.error_type,
              outcome.error_message, outcome.traceback, outcome.exception, keys.FLOW_RUN_PREFIX,
              worker_id, "" if outcome.retry_delay is None else outcome.retry_delay,
-             REPLY_MAXLEN], pipe=pipe)
+             REPLY_MAXLEN, "" if outcome.started is None else outcome.started], pipe=pipe)
 
 
 def register_worker(client: redis.Redis, worker_id: str, queues: list[str], concurrency: int,

@@ -22,6 +22,12 @@ if TYPE_CHECKING:
 RQ_FUNCTION = "flowkit.workers.rq_compat.run_task_run"
 #: Replies kept per driver stream before Redis trims the oldest.
 REPLY_MAXLEN = 200_000
+#: Task runs per enqueue script call: bounds how long one call holds the server...
+ENQUEUE_CHUNK_RUNS = 500
+#: ...and how many envelope bytes it carries, so workers start on the first chunk early.
+ENQUEUE_CHUNK_BYTES = 4 << 20
+#: Envelopes above this size are written with a plain HSET beside the script call.
+LARGE_ENVELOPE_BYTES = 64 << 10
 
 
 def new_id() -> str:
@@ -118,13 +124,22 @@ def enqueue_task_runs(client: redis.Redis, specs: list[TaskRunSpec]) -> None:
               *_RQ_DATA]
     script_keys = [keys.queue(first.queue), keys.flow_run(first.flow_run_id),
                    keys.flow_run_tasks(first.flow_run_id), keys.RQ_QUEUES]
-    chunk = 500
     pipe = client.pipeline(transaction=False)
-    for start in range(0, len(specs), chunk):
-        args: list[Any] = list(shared)
-        for spec in specs[start:start + chunk]:
-            args += [spec.id, spec.envelope, spec.parameters, "1" if spec.held else "0",
-                     ",".join(spec.upstream)]
+    args: list[Any] = list(shared)
+    size = 0
+    for spec in specs:
+        envelope = spec.envelope
+        if len(envelope) > LARGE_ENVELOPE_BYTES:
+            # Large calls skip the script's arguments (Lua would copy them once more).
+            pipe.hset(keys.rq_job(spec.id), "flowkit_envelope", envelope)
+            envelope = b""
+        args += [spec.id, envelope, spec.parameters, "1" if spec.held else "0",
+                 ",".join(spec.upstream)]
+        size += len(spec.envelope)
+        if len(args) - len(shared) >= 5 * ENQUEUE_CHUNK_RUNS or size >= ENQUEUE_CHUNK_BYTES:
+            lua.run(client, "enqueue", script_keys, args, pipe=pipe)
+            args, size = list(shared), 0
+    if len(args) > len(shared):
         lua.run(client, "enqueue", script_keys, args, pipe=pipe)
     try:
         call(client, pipe.execute)

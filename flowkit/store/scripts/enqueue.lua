@@ -7,7 +7,8 @@
 -- ARGV[7] = tags JSON                 ARGV[8] = retries
 -- ARGV[9] = task run key prefix       ARGV[10] = RQ job key prefix
 -- ARGV[11], ARGV[12] = RQ job data before and after the id (pickled call of run_task_run)
--- then per task run, 5 values: id, envelope, parameters JSON, held ('1'/'0'), upstream ids
+-- then per task run, 5 values: id, envelope ('' when the caller wrote it already with HSET),
+-- parameters JSON, held ('1'/'0'), upstream ids
 local now = ARGV[1]
 local n = 0
 for i = 13, #ARGV, 5 do
@@ -19,7 +20,10 @@ for i = 13, #ARGV, 5 do
   redis.call('HSET', ARGV[10] .. id, 'created_at', ARGV[2], 'enqueued_at', ARGV[2],
     'data', ARGV[11] .. id .. ARGV[12], 'origin', ARGV[5], 'timeout', -1,
     'description', 'flowkit task ' .. ARGV[4] .. ' (' .. id .. ')',
-    'status', held == '1' and 'deferred' or 'queued', 'flowkit_envelope', ARGV[i + 1])
+    'status', held == '1' and 'deferred' or 'queued')
+  if ARGV[i + 1] ~= '' then
+    redis.call('HSET', ARGV[10] .. id, 'flowkit_envelope', ARGV[i + 1])
+  end
   redis.call('ZADD', KEYS[3], now, id)
   if held ~= '1' then redis.call('RPUSH', KEYS[1], id) end
   n = n + 1

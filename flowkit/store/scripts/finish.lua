@@ -10,6 +10,7 @@
 -- ARGV[11] = pickled exception ('' when none)           ARGV[12] = flow run key prefix
 -- ARGV[13] = worker id       ARGV[14] = retry delay seconds ('' = no retry)
 -- ARGV[15] = reply stream max length
+-- ARGV[16] = when the attempt really started ('' = as claimed); batched claims start later
 -- Returns 1 when recorded, 0 when fenced off.
 local id, attempt, state, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local tr = KEYS[3]
@@ -19,6 +20,18 @@ if cur[1] ~= 'running' or cur[2] ~= attempt then
   return 0
 end
 local fr = ARGV[12] .. cur[3]
+if ARGV[16] ~= '' then
+  cur[5] = ARGV[16]
+  redis.call('HSET', tr, 'started', ARGV[16])
+  local last = redis.call('LINDEX', tr .. ':history', -1)
+  if last then
+    local started = cjson.decode(last)
+    if started.state == 'running' and started.attempt == tonumber(attempt) then
+      started.ts = tonumber(ARGV[16])
+      redis.call('LSET', tr .. ':history', -1, cjson.encode(started))
+    end
+  end
+end
 local entry = {state = state, ts = tonumber(now), attempt = tonumber(attempt), worker = ARGV[13]}
 if ARGV[8] ~= '' then
   entry.error_type = ARGV[8]
