@@ -82,9 +82,9 @@ class WorkerProcesses:
 
     def start(self, *queues: str, concurrency: int = 2, burst: bool = False,
               cwd: Path | None = None, env: dict[str, str] | None = None,
-              name: str | None = None) -> subprocess.Popen[bytes]:
+              name: str | None = None, redis_url: str | None = None) -> subprocess.Popen[bytes]:
         cmd = [sys.executable, "-m", "flowkit", "worker", "start", "-c", str(concurrency),
-               "--redis-url", self.redis_url]
+               "--redis-url", redis_url or self.redis_url]
         for q in queues:
             cmd += ["-q", q]
         if burst:

@@ -108,9 +108,7 @@ class Executor:
         in one round trip."""
         if not done and not claim and not give_back:
             return []
-        delay, deadline = 0.1, time.monotonic() + RECORD_RETRY_SECONDS
-        while True:
-            pipe = self.client.pipeline(transaction=False)
+        def build(pipe: Any) -> None:
             for claimed, attempt in done:
                 queue_store.finish(self.client, pipe, self.worker_id, self.executor_id, claimed,
                                    attempt.queue, attempt.outcome, self.result_ttl_ms)
@@ -120,12 +118,12 @@ class Executor:
             if claim:
                 queue_store.claim(self.client, self.worker_id, self.executor_id, self.queues,
                                   limit=self.batch_size, pipe=pipe)
+
+        delay, deadline = 0.1, time.monotonic() + RECORD_RETRY_SECONDS
+        while True:
             try:
-                replies = pipe.execute()
+                replies = lua.execute(self.client, build)
             except Exception as exc:  # Redis restarting: keep the outcomes, retry for a while
-                if "NOSCRIPT" in str(exc):
-                    lua.forget(self.client)
-                    continue
                 if time.monotonic() > deadline:
                     raise
                 logger.warning("recording outcomes failed (%s); retrying in %.1fs", exc, delay)

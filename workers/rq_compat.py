@@ -10,7 +10,7 @@ import os
 
 from flowkit.serializers import load_signing_key
 from flowkit.settings import get_settings
-from flowkit.store import queue as queue_store
+from flowkit.store import lua, queue as queue_store
 from flowkit.workers.execution import ExecutionContext, run_attempt
 
 
@@ -34,8 +34,7 @@ def run_task_run(task_run_id: str) -> str:
     ctx = ExecutionContext(client, load_signing_key(secret, settings.home),
                            settings.inline_result_bytes, job.origin)  # type: ignore[union-attr]
     attempt = run_attempt(ctx, claimed)
-    pipe = client.pipeline(transaction=False)
-    queue_store.finish(client, pipe, worker_id, executor_id, claimed, attempt.queue, attempt.outcome,
-                       settings.result_ttl_seconds * 1000)
-    pipe.execute()
+    lua.execute(client, lambda pipe: queue_store.finish(
+        client, pipe, worker_id, executor_id, claimed, attempt.queue, attempt.outcome,
+        settings.result_ttl_seconds * 1000))
     return attempt.outcome.state

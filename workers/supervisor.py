@@ -19,7 +19,7 @@ from typing import Any
 
 from flowkit._version import __version__
 from flowkit.settings import get_settings
-from flowkit.store import keys, queue as queue_store
+from flowkit.store import keys, lua, queue as queue_store
 from flowkit.store.connection import call, connect, redact
 from flowkit.store.runs import get_task_run, new_id
 
@@ -137,11 +137,10 @@ class WorkerSupervisor:
                 retry_delay=0.0 if attempt <= retries else None)
             claimed = queue_store.Claim(running, b"", attempt, record.get("flow_run_id", ""),
                                         record.get("reply_to", ""))
-            pipe = self.client.pipeline(transaction=False)
-            queue_store.finish(self.client, pipe, self.worker_id, slot.executor_id, claimed,
-                               record.get("queue", self.queues[0]), outcome,
-                               self.settings.result_ttl_seconds * 1000)
-            pipe.execute()
+            lua.execute(self.client, lambda pipe: queue_store.finish(
+                self.client, pipe, self.worker_id, slot.executor_id, claimed,
+                record.get("queue", self.queues[0]), outcome,
+                self.settings.result_ttl_seconds * 1000))
             logger.warning("task run %s crashed its executor (%s)", running,
                            _describe_exit(code))
         except Exception as exc:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 if TYPE_CHECKING:
     import redis
@@ -36,6 +36,27 @@ def sha(client: redis.Redis, name: str) -> str:
 def forget(client: redis.Redis) -> None:
     """Forget loaded scripts (after NOSCRIPT: the server restarted or was flushed)."""
     _shas(client).clear()
+
+
+def execute(client: redis.Redis, build: Callable[[Any], None]) -> list[Any]:
+    """Build a pipeline with ``build(pipe)`` and execute it; after NOSCRIPT (the server
+    restarted and lost its scripts) reload them and run the pipeline once more.
+
+    Safe to repeat: the scripts are fenced (finish), idempotent (release) or take nothing
+    when there is nothing to take (claim, enqueue after a failed attempt wrote nothing).
+    """
+    import redis as redis_lib
+
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        try:
+            return pipe.execute()  # type: ignore[no-any-return]
+        except redis_lib.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            forget(client)
+    raise AssertionError("unreachable")
 
 
 def run(client: redis.Redis, name: str, keys: Sequence[Any], args: Sequence[Any],

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from flowkit.states import ALL_STATES, RunState
 from flowkit.store import keys
-from flowkit.errors import StoreError
 from flowkit.store import lua
 from flowkit.store.connection import call
 
@@ -124,7 +123,12 @@ def enqueue_task_runs(client: redis.Redis, specs: list[TaskRunSpec]) -> None:
               *_RQ_DATA]
     script_keys = [keys.queue(first.queue), keys.flow_run(first.flow_run_id),
                    keys.flow_run_tasks(first.flow_run_id), keys.RQ_QUEUES]
-    pipe = client.pipeline(transaction=False)
+    call(client, lua.execute, client, lambda pipe: _queue_enqueue(client, pipe, specs, shared,
+                                                                  script_keys))
+
+
+def _queue_enqueue(client: redis.Redis, pipe: Any, specs: list[TaskRunSpec], shared: list[Any],
+                   script_keys: list[str]) -> None:
     args: list[Any] = list(shared)
     size = 0
     for spec in specs:
@@ -141,13 +145,6 @@ def enqueue_task_runs(client: redis.Redis, specs: list[TaskRunSpec]) -> None:
             args, size = list(shared), 0
     if len(args) > len(shared):
         lua.run(client, "enqueue", script_keys, args, pipe=pipe)
-    try:
-        call(client, pipe.execute)
-    except StoreError as exc:
-        if "NOSCRIPT" not in str(exc):
-            raise
-        lua.forget(client)
-        enqueue_task_runs(client, specs)
 
 
 def release_task_runs(client: redis.Redis, ready: list[tuple[str, str]]) -> None:
