@@ -1,6 +1,7 @@
 """Signed envelopes for task calls, and sealed results.
 
-An envelope is ``MAGIC | header length | header JSON | HMAC-SHA256 | body``. The header names the
+An envelope is a head, ``MAGIC | header length | header JSON | HMAC-SHA256``, and a body,
+stored as two fields so a large body is never copied to be joined to its head. The header names the
 flowkit, Python and cloudpickle versions, the task and its run, and the digest of the task
 function, which is stored once in Redis (``flowkit:fn:<digest>``) instead of in every call. The
 body is ``cloudpickle((args, kwargs))``. Workers check the signature and the versions before they
@@ -110,13 +111,13 @@ def _find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any], names: list
 
 def build_envelope(key: SigningKey, *, task_name: str, task_run_id: str, fn_digest: str,
                    body: bytes) -> bytes:
-    """Wrap a pickled call in a signed envelope."""
+    """The signed head of an envelope for a pickled call (the HMAC covers header and body)."""
     header = json.dumps({
         "flowkit": __version__, "python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION,
         "task": task_name, "task_run_id": task_run_id, "fn": fn_digest, "size": len(body),
         "key_id": key.key_id,
     }, separators=(",", ":")).encode()
-    return b"".join((MAGIC, _LEN.pack(len(header)), header, key.sign(header, body), body))
+    return b"".join((MAGIC, _LEN.pack(len(header)), header, key.sign(header, body)))
 
 
 @dataclass(frozen=True)
@@ -127,16 +128,18 @@ class OpenedEnvelope:
     body: bytes
 
 
-def open_envelope(key: SigningKey, data: bytes) -> OpenedEnvelope:
+def open_envelope(key: SigningKey, head: bytes, body: bytes) -> OpenedEnvelope:
     """Verify signature and versions; raise :class:`EnvelopeError` naming what differs."""
-    if not data.startswith(MAGIC):
-        raise EnvelopeError("task payload is not a flowkit envelope (bad magic bytes)")
-    (size,) = _LEN.unpack_from(data, len(MAGIC))
     start = len(MAGIC) + _LEN.size
-    header_bytes = data[start:start + size]
-    mac = data[start + size:start + size + _MAC_SIZE]
-    body = data[start + size + _MAC_SIZE:]
-    header = json.loads(header_bytes)
+    if not head.startswith(MAGIC) or len(head) < start:
+        raise EnvelopeError("task payload is not a flowkit envelope (bad magic bytes)")
+    (size,) = _LEN.unpack_from(head, len(MAGIC))
+    header_bytes = head[start:start + size]
+    mac = head[start + size:start + size + _MAC_SIZE]
+    try:
+        header = json.loads(header_bytes)
+    except ValueError:
+        raise EnvelopeError("task envelope header is not valid JSON") from None
     if not hmac.compare_digest(mac, key.sign(header_bytes, body)):
         raise EnvelopeError(
             f"task envelope signature does not verify: it was signed with key "

@@ -23,6 +23,11 @@ R = TypeVar("R")
 
 RetryDelay = float | list[float] | Callable[[int], float]
 
+#: A map is signed and sent in chunks of about this many bytes of pickled calls.
+SUBMIT_CHUNK_BYTES = 4 << 20
+#: Pickled calls of one submit kept in memory between validating and sending them.
+KEEP_PICKLED_BYTES = 16 << 20
+
 
 class TaskOptions(BaseModel):
     """Options of a task (Prefect-compatible names)."""
@@ -164,25 +169,46 @@ class Task(Generic[P, R]):
         digest, blob = self._function_blob()
         queue = self.options.queue or runtime.settings.default_queue
         exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue}
-        specs: list[TaskRunSpec] = []
-        upstreams: list[list[TaskFuture[Any]]] = []
+        # Pickle every call first: one that cannot travel raises before anything is queued.
+        # Past KEEP_PICKLED_BYTES the bytes are dropped and pickled again when sent: cheaper
+        # than keeping a large map's every argument in memory at once.
+        prepared: list[tuple[bytes | None, str, list[TaskFuture[Any]], tuple[Any, ...],
+                             dict[str, Any]]] = []
+        kept = 0
         for args, kwargs in calls:
             found: list[TaskFuture[Any]] = []
             args = tuple(_replace_futures(a, found) for a in args)
             kwargs = {k: _replace_futures(v, found) for k, v in kwargs.items()}
-            body = self._dump_body(args, kwargs, exec_opts)
+            body: bytes | None = self._dump_body(args, kwargs, exec_opts)
+            kept += len(body)  # type: ignore[arg-type]
+            if kept > KEEP_PICKLED_BYTES:
+                body = None
+            prepared.append((body, self._preview(args, kwargs), found, args, kwargs))
+        runtime.store_function(digest, blob)
+        # Then sign and queue chunk by chunk: workers start on the first chunk while later
+        # ones are still being signed and sent.
+        futures: list[TaskFuture[R]] = []
+        specs: list[TaskRunSpec] = []
+        upstreams: list[list[TaskFuture[Any]]] = []
+        size = 0
+        for index, (kept_body, preview, found, args, kwargs) in enumerate(prepared):
+            body = kept_body if kept_body is not None else self._dump_body(args, kwargs,
+                                                                           exec_opts)
             task_run_id = new_id()
-            envelope = serializers.build_envelope(runtime.key, task_name=self.name,
-                                                  task_run_id=task_run_id, fn_digest=digest,
-                                                  body=body)
             specs.append(TaskRunSpec(
                 id=task_run_id, flow_run_id=flow_run_id, task_name=self.name, queue=queue,
-                envelope=envelope, reply_to=runtime.reply_key,
-                parameters=self._preview(args, kwargs), tags=sorted(self.options.tags),
-                retries=self.options.retries, upstream=[f.task_run_id for f in found]))
+                envelope=serializers.build_envelope(runtime.key, task_name=self.name,
+                                                    task_run_id=task_run_id, fn_digest=digest,
+                                                    body=body),
+                body=body, reply_to=runtime.reply_key, parameters=preview,
+                tags=sorted(self.options.tags), retries=self.options.retries,
+                upstream=[f.task_run_id for f in found]))
             upstreams.append(found)
-        runtime.store_function(digest, blob)
-        futures = runtime.submit(specs, upstreams)
+            prepared[index] = (None, "", [], (), {})  # the call now lives in its spec only
+            size += len(body)
+            if size >= SUBMIT_CHUNK_BYTES or index == len(prepared) - 1:
+                futures.extend(runtime.submit(specs, upstreams))
+                specs, upstreams, size = [], [], 0
         if flow_ctx is not None:
             flow_ctx.futures.extend(futures)
         return futures

@@ -127,13 +127,15 @@ def test_python_version_mismatch_names_both_versions(worker, client, monkeypatch
 
 def test_tampered_envelope_is_rejected() -> None:
     key = serializers.SigningKey(TEST_SECRET.encode())
-    envelope = serializers.build_envelope(key, task_name="t", task_run_id="0" * 16,
-                                          fn_digest="d", body=b"payload")
-    assert serializers.open_envelope(key, envelope).body == b"payload"
+    head = serializers.build_envelope(key, task_name="t", task_run_id="0" * 16,
+                                      fn_digest="d", body=b"payload")
+    assert serializers.open_envelope(key, head, b"payload").body == b"payload"
     with pytest.raises(EnvelopeError, match="signature"):
-        serializers.open_envelope(key, envelope[:-1] + b"X")
+        serializers.open_envelope(key, head, b"payloaX")
+    with pytest.raises(EnvelopeError, match="signature"):
+        serializers.open_envelope(key, head[:-1] + b"X", b"payload")
     with pytest.raises(EnvelopeError, match="not a flowkit envelope"):
-        serializers.open_envelope(key, b"garbage")
+        serializers.open_envelope(key, b"garbage", b"")
 
 
 def test_no_worker_on_shared_redis_driver_waits_and_says_so(workers, client) -> None:

@@ -127,7 +127,7 @@ def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
 def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     queue = ctx.default_queue
     try:
-        opened = serializers.open_envelope(ctx.key, claimed.envelope)
+        opened = serializers.open_envelope(ctx.key, claimed.envelope, claimed.body)
         fn = _load_function(ctx, opened.header["fn"])
         args, kwargs, opts = serializers.loads(opened.body)
         queue = opts.get("queue") or queue

@@ -135,7 +135,7 @@ class WorkerSupervisor:
                 error_message=f"the executor process running this task exited with "
                               f"{_describe_exit(code)} on worker {self.worker_id}",
                 retry_delay=0.0 if attempt <= retries else None)
-            claimed = queue_store.Claim(running, b"", attempt, record.get("flow_run_id", ""),
+            claimed = queue_store.Claim(running, b"", b"", attempt, record.get("flow_run_id", ""),
                                         record.get("reply_to", ""))
             lua.execute(self.client, lambda pipe: queue_store.finish(
                 self.client, pipe, self.worker_id, slot.executor_id, claimed,

@@ -26,6 +26,7 @@ class Claim:
 
     id: str
     envelope: bytes
+    body: bytes
     attempt: int
     flow_run_id: str
     reply_to: str
@@ -57,8 +58,8 @@ def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[st
 
 def parse_claims(raw: list[Any] | None) -> list[Claim]:
     """The claims in a claim script reply."""
-    return [Claim(r[0].decode(), r[1] or b"", int(r[2]), r[3].decode(), r[4].decode())
-            for r in raw or ()]
+    return [Claim(r[0].decode(), r[1] or b"", r[2] or b"", int(r[3]), r[4].decode(),
+                  r[5].decode()) for r in raw or ()]
 
 
 def release(client: redis.Redis, worker_id: str, executor_id: str, task_run_ids: list[str],

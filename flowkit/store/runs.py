@@ -25,8 +25,8 @@ REPLY_MAXLEN = 200_000
 ENQUEUE_CHUNK_RUNS = 500
 #: ...and how many envelope bytes it carries, so workers start on the first chunk early.
 ENQUEUE_CHUNK_BYTES = 4 << 20
-#: Envelopes above this size are written with a plain HSET beside the script call.
-LARGE_ENVELOPE_BYTES = 64 << 10
+#: Call bodies above this size are written with a plain HSET beside the script call.
+LARGE_BODY_BYTES = 64 << 10
 
 
 def new_id() -> str:
@@ -47,6 +47,7 @@ class TaskRunSpec:
     task_name: str
     queue: str
     envelope: bytes
+    body: bytes
     reply_to: str
     parameters: str = "{}"
     tags: list[str] = field(default_factory=list)
@@ -132,15 +133,15 @@ def _queue_enqueue(client: redis.Redis, pipe: Any, specs: list[TaskRunSpec], sha
     args: list[Any] = list(shared)
     size = 0
     for spec in specs:
-        envelope = spec.envelope
-        if len(envelope) > LARGE_ENVELOPE_BYTES:
+        body = spec.body
+        if len(body) > LARGE_BODY_BYTES:
             # Large calls skip the script's arguments (Lua would copy them once more).
-            pipe.hset(keys.rq_job(spec.id), "flowkit_envelope", envelope)
-            envelope = b""
-        args += [spec.id, envelope, spec.parameters, "1" if spec.held else "0",
+            pipe.hset(keys.rq_job(spec.id), "flowkit_body", body)
+            body = b""
+        args += [spec.id, spec.envelope, body, spec.parameters, "1" if spec.held else "0",
                  ",".join(spec.upstream)]
-        size += len(spec.envelope)
-        if len(args) - len(shared) >= 5 * ENQUEUE_CHUNK_RUNS or size >= ENQUEUE_CHUNK_BYTES:
+        size += len(spec.body)
+        if len(args) - len(shared) >= 6 * ENQUEUE_CHUNK_RUNS or size >= ENQUEUE_CHUNK_BYTES:
             lua.run(client, "enqueue", script_keys, args, pipe=pipe)
             args, size = list(shared), 0
     if len(args) > len(shared):

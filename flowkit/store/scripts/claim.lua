@@ -9,7 +9,7 @@
 -- ARGV[6] = id already taken by a blocking pop ('' for none)
 -- ARGV[7] = '1' when that id still has to be pushed onto the processing list
 -- ARGV[8] = how many task runs to claim at most
--- Returns a list of {id, envelope, attempt, flow_run_id, reply_to}; ids that are neither
+-- Returns a list of {id, envelope head, envelope body, attempt, flow_run_id, reply_to}; ids that are neither
 -- pending nor retrying (cancelled, already finished) are dropped from processing and skipped.
 local now = ARGV[1]
 
@@ -37,7 +37,8 @@ local function take(id)
     cjson.encode({state = 'running', ts = tonumber(now), attempt = attempt, worker = ARGV[2]}))
   local job = ARGV[5] .. id
   redis.call('HSET', job, 'status', 'started', 'worker_name', ARGV[2])
-  return {id, redis.call('HGET', job, 'flowkit_envelope') or '', attempt, f[2], f[3]}
+  local envelope = redis.call('HMGET', job, 'flowkit_envelope', 'flowkit_body')
+  return {id, envelope[1] or '', envelope[2] or '', attempt, f[2], f[3]}
 end
 
 local claims = {}
