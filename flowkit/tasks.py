@@ -186,8 +186,9 @@ class Task(Generic[P, R]):
             prepared.append((body, self._preview(args, kwargs), found, args, kwargs))
         runtime.store_function(digest, blob)
         # Then sign and queue chunk by chunk: workers start on the first chunk while later
-        # ones are still being signed and sent.
-        futures: list[TaskFuture[R]] = []
+        # ones are still being signed, and a sender thread writes one chunk to Redis while
+        # this thread signs the next (hashing and socket writes release the GIL).
+        sender = _ChunkSender(runtime)
         specs: list[TaskRunSpec] = []
         upstreams: list[list[TaskFuture[Any]]] = []
         size = 0
@@ -207,8 +208,9 @@ class Task(Generic[P, R]):
             prepared[index] = (None, "", [], (), {})  # the call now lives in its spec only
             size += len(body)
             if size >= SUBMIT_CHUNK_BYTES or index == len(prepared) - 1:
-                futures.extend(runtime.submit(specs, upstreams))
+                sender.send(specs, upstreams)
                 specs, upstreams, size = [], [], 0
+        futures: list[TaskFuture[R]] = sender.futures()
         if flow_ctx is not None:
             flow_ctx.futures.extend(futures)
         return futures
@@ -225,6 +227,36 @@ class Task(Generic[P, R]):
                  for i, v in enumerate(args)}
         named.update(kwargs)
         return serializers.json_preview(named)
+
+
+class _ChunkSender:
+    """Queues chunks of a submit in order: the first at once, later ones from a thread."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.pool: Any = None
+        self.pending: list[Any] = []
+
+    def send(self, specs: list[TaskRunSpec], upstreams: list[list[TaskFuture[Any]]]) -> None:
+        if self.pool is None and self.pending:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowkit-submit")
+        if self.pool is None:
+            self.pending.append(self.runtime.submit(specs, upstreams))
+        else:
+            self.pending.append(self.pool.submit(self.runtime.submit, specs, upstreams))
+
+    def futures(self) -> list[TaskFuture[Any]]:
+        """All futures, in call order, once every chunk is queued (re-raises a send error)."""
+        try:
+            out: list[TaskFuture[Any]] = []
+            for item in self.pending:
+                out.extend(item if isinstance(item, list) else item.result())
+            return out
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True)
 
 
 def _expand_map(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]

@@ -17,7 +17,7 @@ from flowkit.errors import EnvelopeError, Retry, SerializationError, TaskTimeout
 from flowkit.futures import ResultRef
 from flowkit.logs import install_print_capture
 from flowkit.store import keys
-from flowkit.store.queue import Claim, Outcome
+from flowkit.store.queue import Claim, Outcome, fetch_bodies
 
 if TYPE_CHECKING:
     import redis
@@ -127,7 +127,9 @@ def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
 def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     queue = ctx.default_queue
     try:
-        opened = serializers.open_envelope(ctx.key, claimed.envelope, claimed.body)
+        if claimed.body is None:
+            [claimed] = fetch_bodies(ctx.client, [claimed])
+        opened = serializers.open_envelope(ctx.key, claimed.envelope, claimed.body or b"")
         fn = _load_function(ctx, opened.header["fn"])
         args, kwargs, opts = serializers.loads(opened.body)
         queue = opts.get("queue") or queue

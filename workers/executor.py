@@ -130,12 +130,15 @@ class Executor:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            return queue_store.parse_claims(replies[-1]) if claim else []
+            return self._with_bodies(replies[-1]) if claim else []
 
     def _claim(self, taken: str = "", push: bool = False) -> list[Claim]:
-        return queue_store.parse_claims(queue_store.claim(
+        return self._with_bodies(queue_store.claim(
             self.client, self.worker_id, self.executor_id, self.queues, limit=self.batch_size,
             taken=taken, push=push))
+
+    def _with_bodies(self, raw: Any) -> list[Claim]:
+        return queue_store.fetch_bodies(self.client, queue_store.parse_claims(raw))
 
     def _wait_for_work(self) -> list[Claim]:
         try:

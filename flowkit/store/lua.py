@@ -51,7 +51,7 @@ def execute(client: redis.Redis, build: Callable[[Any], None]) -> list[Any]:
         pipe = client.pipeline(transaction=False)
         build(pipe)
         try:
-            return pipe.execute()  # type: ignore[no-any-return]
+            return pipe.execute()
         except redis_lib.exceptions.NoScriptError:
             if attempt == 2:
                 raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from flowkit.store import keys
@@ -16,6 +16,8 @@ from flowkit.store.runs import REPLY_MAXLEN
 if TYPE_CHECKING:
     import redis
 
+#: Call bodies up to this size come back inside the claim reply; larger ones by a plain HGET.
+INLINE_BODY_BYTES = 64 << 10
 #: A worker whose heartbeat is older than this many seconds is treated as gone.
 WORKER_STALE_SECONDS = 15.0
 
@@ -26,7 +28,7 @@ class Claim:
 
     id: str
     envelope: bytes
-    body: bytes
+    body: bytes | None  #: None: too large for the claim reply; see fetch_bodies()
     attempt: int
     flow_run_id: str
     reply_to: str
@@ -53,13 +55,26 @@ def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[st
     return lua.run(client, "claim",
                    [keys.processing(executor_id), keys.SCHEDULED, *[keys.queue(q) for q in queues]],
                    [time.time(), worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
-                    keys.RQ_JOB_PREFIX, taken, "1" if push else "0", limit], pipe=pipe)
+                    keys.RQ_JOB_PREFIX, taken, "1" if push else "0", limit,
+                    INLINE_BODY_BYTES], pipe=pipe)
 
 
 def parse_claims(raw: list[Any] | None) -> list[Claim]:
     """The claims in a claim script reply."""
-    return [Claim(r[0].decode(), r[1] or b"", r[2] or b"", int(r[3]), r[4].decode(),
+    return [Claim(r[0].decode(), r[1] or b"", r[2], int(r[3]), r[4].decode(),
                   r[5].decode()) for r in raw or ()]
+
+
+def fetch_bodies(client: redis.Redis, claims: list[Claim]) -> list[Claim]:
+    """Fill in the large call bodies a claim reply left out, in one round trip."""
+    missing = [c for c in claims if c.body is None]
+    if not missing:
+        return claims
+    pipe = client.pipeline(transaction=False)
+    for c in missing:
+        pipe.hget(keys.rq_job(c.id), "flowkit_body")
+    bodies = dict(zip((c.id for c in missing), call(client, pipe.execute)))
+    return [replace(c, body=bodies[c.id] or b"") if c.body is None else c for c in claims]
 
 
 def release(client: redis.Redis, worker_id: str, executor_id: str, task_run_ids: list[str],

@@ -9,6 +9,7 @@
 -- ARGV[6] = id already taken by a blocking pop ('' for none)
 -- ARGV[7] = '1' when that id still has to be pushed onto the processing list
 -- ARGV[8] = how many task runs to claim at most
+-- ARGV[9] = bodies larger than this many bytes are not returned (the caller fetches them)
 -- Returns a list of {id, envelope head, envelope body, attempt, flow_run_id, reply_to}; ids that are neither
 -- pending nor retrying (cancelled, already finished) are dropped from processing and skipped.
 local now = ARGV[1]
@@ -37,6 +38,11 @@ local function take(id)
     cjson.encode({state = 'running', ts = tonumber(now), attempt = attempt, worker = ARGV[2]}))
   local job = ARGV[5] .. id
   redis.call('HSET', job, 'status', 'started', 'worker_name', ARGV[2])
+  -- A large body is left for the executor to fetch with HGET: through Lua it would be copied
+  -- twice more inside the server.
+  if redis.call('HSTRLEN', job, 'flowkit_body') > tonumber(ARGV[9]) then
+    return {id, redis.call('HGET', job, 'flowkit_envelope') or '', false, attempt, f[2], f[3]}
+  end
   local envelope = redis.call('HMGET', job, 'flowkit_envelope', 'flowkit_body')
   return {id, envelope[1] or '', envelope[2] or '', attempt, f[2], f[3]}
 end
