@@ -25,6 +25,8 @@ RetryDelay = float | list[float] | Callable[[int], float]
 
 #: A map is signed and sent in chunks of about this many bytes of pickled calls.
 SUBMIT_CHUNK_BYTES = 4 << 20
+#: ...and of at most this many calls, the first chunk small so that workers start at once.
+FIRST_CHUNK_RUNS, MAX_CHUNK_RUNS = 32, 512
 #: Pickled calls of one submit kept in memory between validating and sending them.
 KEEP_PICKLED_BYTES = 16 << 20
 
@@ -191,7 +193,7 @@ class Task(Generic[P, R]):
         sender = _ChunkSender(runtime)
         specs: list[TaskRunSpec] = []
         upstreams: list[list[TaskFuture[Any]]] = []
-        size = 0
+        size, chunk_runs = 0, FIRST_CHUNK_RUNS
         for index, (kept_body, preview, found, args, kwargs) in enumerate(prepared):
             body = kept_body if kept_body is not None else self._dump_body(args, kwargs,
                                                                            exec_opts)
@@ -207,9 +209,11 @@ class Task(Generic[P, R]):
             upstreams.append(found)
             prepared[index] = (None, "", [], (), {})  # the call now lives in its spec only
             size += len(body)
-            if size >= SUBMIT_CHUNK_BYTES or index == len(prepared) - 1:
+            if (size >= SUBMIT_CHUNK_BYTES or len(specs) >= chunk_runs
+                    or index == len(prepared) - 1):
                 sender.send(specs, upstreams)
                 specs, upstreams, size = [], [], 0
+                chunk_runs = min(2 * chunk_runs, MAX_CHUNK_RUNS)
         futures: list[TaskFuture[R]] = sender.futures()
         if flow_ctx is not None:
             flow_ctx.futures.extend(futures)

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from flowkit.errors import StoreConnectionError
@@ -34,7 +35,10 @@ RECORD_RETRY_SECONDS = 60.0
 BATCH_TARGET_SECONDS = 0.002
 #: ...but never more than this many at once.
 MAX_BATCH = 32
-#: A task slower than this makes the executor give back the rest of its batch.
+#: Tasks up to this long (on average) are claimed one ahead of the one running.
+PREFETCH_MAX_SECONDS = 0.05
+#: A task slower than this (and than 3x the average) makes the executor give back the rest
+#: of its batch to the queue, for idle executors.
 RELEASE_AFTER_SECONDS = 0.005
 #: Outcomes wait at most this long to share a round trip with later ones.
 FLUSH_AFTER_SECONDS = 0.002
@@ -65,11 +69,21 @@ class Executor:
 
     def run(self) -> int:
         """Serve until asked to stop (or, in burst mode, until the queues are empty)."""
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowkit-flush") as flusher:
+            return self._loop(flusher)
+
+    def _loop(self, flusher: ThreadPoolExecutor) -> int:
         batch: deque[Claim] = deque(self._claim())
         done: list[tuple[Claim, Attempt]] = []
+        inflight: Future[list[Claim]] | None = None
         oldest = 0.0
         while True:
             if not batch:
+                if inflight is not None:
+                    batch.extend(inflight.result())
+                    inflight = None
+                    if batch:
+                        continue
                 batch.extend(self._flush(done, claim=not self.stopping))
                 done = []
                 if batch:
@@ -86,24 +100,34 @@ class Executor:
             if not done:
                 oldest = finished
             done.append((claimed, attempt))
-            if batch and (self.stopping or finished - started > RELEASE_AFTER_SECONDS):
+            slow = finished - started > max(RELEASE_AFTER_SECONDS, 3 * self.mean_seconds)
+            if batch and (self.stopping or slow):
                 # Slower than the batch promised (or shutting down): the rest of the batch
                 # goes back to the queue for idle executors instead of waiting behind us.
+                if inflight is not None:
+                    batch.extend(inflight.result())
+                    inflight = None
                 self._flush(done, claim=False, give_back=list(batch))
                 batch.clear()
                 done = []
-            elif batch and finished - oldest > FLUSH_AFTER_SECONDS:
-                self._flush(done, claim=False)
+            elif batch and inflight is None and (finished - oldest > FLUSH_AFTER_SECONDS
+                                                 or self.mean_seconds > FLUSH_AFTER_SECONDS):
+                # Record the outcomes, and claim what follows the task in hand, in the
+                # background: the round trip overlaps the next task instead of delaying it.
+                inflight = flusher.submit(self._flush, done, not self.stopping, None,
+                                          max(1, self.batch_size - len(batch)))
                 done = []
 
     def _observe(self, seconds: float) -> None:
         """Track task duration; fast tasks are claimed several at a time."""
         self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
-        self.batch_size = max(1, min(MAX_BATCH, int(BATCH_TARGET_SECONDS / max(
-            self.mean_seconds, 1e-6))))
+        size = max(1, int(BATCH_TARGET_SECONDS / max(self.mean_seconds, 1e-6)))
+        if self.mean_seconds <= PREFETCH_MAX_SECONDS:
+            size += 1  # hold the next task in hand: no round trip between two tasks
+        self.batch_size = max(1, min(MAX_BATCH, size))
 
     def _flush(self, done: list[tuple[Claim, Attempt]], claim: bool,
-               give_back: list[Claim] | None = None) -> list[Claim]:
+               give_back: list[Claim] | None = None, limit: int | None = None) -> list[Claim]:
         """Record outcomes, give back unstarted claims and (optionally) claim the next batch,
         in one round trip."""
         if not done and not claim and not give_back:
@@ -117,7 +141,7 @@ class Executor:
                                     [c.id for c in give_back], pipe=pipe)
             if claim:
                 queue_store.claim(self.client, self.worker_id, self.executor_id, self.queues,
-                                  limit=self.batch_size, pipe=pipe)
+                                  limit=limit or self.batch_size, pipe=pipe)
 
         delay, deadline = 0.1, time.monotonic() + RECORD_RETRY_SECONDS
         while True:
