@@ -136,6 +136,9 @@ def start_server(home: Path, *, port: int, host: str = "127.0.0.1", detach: bool
     password = previous.password if previous else secrets.token_urlsafe(24)
     args = [binary, "--port", str(port), "--bind", host, "--dir", str(data),
             "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+            # Queues churn: large payloads are written once and deleted minutes later, so a
+            # rewrite every 64 MB (the default) would fork the server over and over.
+            "--auto-aof-rewrite-min-size", "512mb",
             "--requirepass", password, "--protected-mode", "no", "--loglevel", "warning",
             "--logfile", str(home / "server.log")]
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
