@@ -300,9 +300,16 @@ class Runtime:
         try:
             if self._adhoc_flow_run is not None:
                 run = runs.get_flow_run(self.client, self._adhoc_flow_run) or {}
-                bad = sum(int(run.get(f"n_{s}", 0) or 0) for s in ("failed", "timed_out", "crashed"))
-                runs.set_flow_run_state(self.client, self._adhoc_flow_run, RunState.RUNNING,
-                                        RunState.FAILED if bad else RunState.COMPLETED)
+
+                def count(*states: str) -> int:
+                    return sum(int(run.get(f"n_{s}", 0) or 0) for s in states)
+
+                # Work still queued or running goes on without this driver: the run stays
+                # RUNNING and its counters keep moving as workers finish it.
+                if not count("pending", "running", "retrying"):
+                    bad = count("failed", "timed_out", "crashed")
+                    runs.set_flow_run_state(self.client, self._adhoc_flow_run, RunState.RUNNING,
+                                            RunState.FAILED if bad else RunState.COMPLETED)
             self.client.delete(self.reply_key)
         except Exception:
             pass

@@ -64,3 +64,27 @@ def test_main_module_tasks_run_on_workers_started_elsewhere(workers, client, tmp
     assert {r["cwd"] for r in out["rows"]} == {str(worker_dir)}
     assert out["caught"] == "QuotaExceeded: quota 7 exceeded"
     assert out["driver_pid"] not in {r["pid"] for r in out["rows"]}
+
+
+def test_calls_outside_a_flow_are_recorded_in_an_adhoc_run(worker, client, tmp_path) -> None:
+    from flowkit.store.runs import get_task_runs, list_flow_runs
+
+    script = tmp_path / "notebook_like.py"
+    script.write_text(textwrap.dedent('''
+        from flowkit import task
+
+        @task
+        def double(x: int) -> int:
+            return 2 * x
+
+        print(sum(f.result() for f in double.map(range(4))))
+    '''))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "12"
+    [run] = list_flow_runs(client)
+    assert run["name"] == "adhoc: notebook_like.py" and run["kind"] == "adhoc"
+    assert run["state"] == "completed" and run["n_completed"] == "4"
+    assert sorted(t["parameters"] for t in get_task_runs(client, run["id"])) == [
+        '{"x": 0}', '{"x": 1}', '{"x": 2}', '{"x": 3}']

@@ -179,9 +179,11 @@ def fail_without_running(client: redis.Redis, task_run_id: str, flow_run_id: str
 def append_log(client: redis.Redis | Any, flow_run_id: str, record: dict[Any, Any],
                reply_to: str = "") -> None:
     """Add one log line to the flow run's log stream (and to the driver's reply stream)."""
-    client.xadd(keys.logs(flow_run_id), record, maxlen=100_000, approximate=True)
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(keys.logs(flow_run_id), record, maxlen=100_000, approximate=True)
     if reply_to:
-        client.xadd(reply_to, {"kind": "log", **record}, maxlen=REPLY_MAXLEN, approximate=True)
+        pipe.xadd(reply_to, {"kind": "log", **record}, maxlen=REPLY_MAXLEN, approximate=True)
+    call(client, pipe.execute)
 
 
 def _decode(raw: dict[bytes, bytes]) -> dict[str, str]:
