@@ -85,15 +85,15 @@ def dumps_function(fn: Callable[..., Any]) -> tuple[str, bytes]:
 
 
 def dumps_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-               names: list[str]) -> bytes:
-    """Pickle call arguments; on failure name the argument that cannot travel."""
+               names: list[str], options: dict[str, Any]) -> bytes:
+    """Pickle a call (arguments and execution options); on failure name what cannot travel."""
     try:
-        data: bytes = cloudpickle.dumps((args, kwargs))
+        data: bytes = cloudpickle.dumps((args, kwargs, options))
         return data
     except Exception as exc:
         culprit = _find_unpicklable(args, kwargs, names)
         raise SerializationError(
-            f"task {task_name!r}: argument {culprit} cannot be pickled ({type(exc).__name__}: "
+            f"task {task_name!r}: {culprit} cannot be pickled ({type(exc).__name__}: "
             f"{exc}). Pass plain data the worker can rebuild it from (a path, a URL, a config) "
             "instead; nothing was queued.") from exc
 
@@ -105,8 +105,9 @@ def _find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any], names: list
         try:
             cloudpickle.dumps(value)
         except Exception:
-            return f"{label!r} (type {type(value).__module__}.{type(value).__qualname__})"
-    return "(one of them)"
+            return (f"argument {label!r} (type {type(value).__module__}."
+                    f"{type(value).__qualname__})")
+    return "an option (a retry_delay_seconds or retry condition callable?)"
 
 
 def build_envelope(key: SigningKey, *, task_name: str, task_run_id: str, fn_digest: str,

@@ -221,10 +221,7 @@ class Task(Generic[P, R]):
 
     def _dump_body(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                    exec_opts: dict[str, Any]) -> bytes:
-        try:
-            return serializers.dumps_result((args, kwargs, exec_opts))
-        except Exception:
-            return serializers.dumps_call(self.name, args, kwargs, self._param_names)
+        return serializers.dumps_call(self.name, args, kwargs, self._param_names, exec_opts)
 
     def _preview(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         named = {(self._param_names[i] if i < len(self._param_names) else f"arg{i}"): v
