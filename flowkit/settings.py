@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     connect_timeout: float = Field(default=3.0, gt=0, description="Seconds to open a Redis connection.")
     socket_timeout: float = Field(default=10.0, gt=0, description="Seconds any Redis reply may take.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="Worker heartbeat period.")
+    lease_seconds: float = Field(
+        default=15.0, ge=1.0, le=300.0,
+        description="A running attempt whose worker has not renewed its lease for this long is "
+                    "presumed dead and runs again elsewhere (renewed every heartbeat).")
+    max_crashes: int = Field(
+        default=3, ge=1,
+        description="Crashes (executor killed, lease expired) before a task run is "
+                    "dead-lettered instead of retried.")
+    hard_timeout_grace_seconds: float = Field(
+        default=1.0, gt=0,
+        description="After timeout_seconds, a task that ignored the soft interrupt gets this "
+                    "long before its executor process is killed and replaced.")
     echo_logs: bool = Field(default=True, description="Drivers echo run log lines to stderr.")
     server_port: int = Field(default=6390, gt=0, lt=65536,
                              description="TCP port the embedded server listens on when free.")

@@ -18,6 +18,7 @@ from flowkit.futures import ResultRef
 from flowkit.logs import install_print_capture
 from flowkit.store import keys
 from flowkit.store.queue import Claim, Outcome, fetch_bodies
+from flowkit.workers.slots import Slot
 
 if TYPE_CHECKING:
     import redis
@@ -35,6 +36,8 @@ class ExecutionContext:
     inline_result_bytes: int
     default_queue: str
     functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
+    #: Tells the supervisor which attempt runs and its hard deadline (None outside workers).
+    slot: Slot | None = None
 
 
 @dataclass
@@ -143,8 +146,12 @@ def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     if run_ctx.log_prints:
         install_print_capture()
     token = task_run_ctx.set(run_ctx)
+    timeout = opts.get("timeout_seconds")
+    if ctx.slot is not None:
+        now = time.time()
+        ctx.slot.start(claimed.id, now, now + timeout if timeout else 0.0)
     try:
-        with _Alarm(opts.get("timeout_seconds")):
+        with _Alarm(timeout):
             value = fn(*args, **kwargs)
     except TaskTimeout as exc:
         return Attempt(_failure(ctx, exc, _retry_for(opts, claimed.attempt, exc), "timed_out"),
@@ -153,6 +160,8 @@ def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
         return Attempt(_failure(ctx, exc, _retry_for(opts, claimed.attempt, exc)), queue)
     finally:
         task_run_ctx.reset(token)
+        if ctx.slot is not None:
+            ctx.slot.clear()
     try:
         payload = serializers.seal(ctx.key, serializers.dumps_result(value))
     except SerializationError as exc:

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections import deque
+from pathlib import Path
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +25,7 @@ from flowkit.store.connection import connect
 from flowkit.store.queue import Claim
 from flowkit.serializers import load_signing_key
 from flowkit.workers.execution import Attempt, ExecutionContext, run_attempt
+from flowkit.workers.slots import Slot
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +50,14 @@ class Executor:
     """The loop of one executor process."""
 
     def __init__(self, url: str, worker_id: str, executor_id: str, queues: list[str],
-                 burst: bool) -> None:
+                 burst: bool, slot: Slot | None = None) -> None:
         settings = get_settings()
         self.client = connect(url, connect_timeout=settings.connect_timeout,
                               socket_timeout=max(settings.socket_timeout, BLOCK_SECONDS + 5))
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         self.ctx = ExecutionContext(self.client, load_signing_key(secret, settings.home),
-                                    settings.inline_result_bytes, queues[0])
+                                    settings.inline_result_bytes, queues[0], slot=slot)
+        self.lease_seconds = settings.lease_seconds
         self.worker_id, self.executor_id = worker_id, executor_id
         self.queues, self.burst = queues, burst
         self.result_ttl_ms = settings.result_ttl_seconds * 1000
@@ -141,6 +144,7 @@ class Executor:
                                     [c.id for c in give_back], pipe=pipe)
             if claim:
                 queue_store.claim(self.client, self.worker_id, self.executor_id, self.queues,
+                                  lease_seconds=self.lease_seconds,
                                   limit=limit or self.batch_size, pipe=pipe)
 
         delay, deadline = 0.1, time.monotonic() + RECORD_RETRY_SECONDS
@@ -158,8 +162,8 @@ class Executor:
 
     def _claim(self, taken: str = "", push: bool = False) -> list[Claim]:
         return self._with_bodies(queue_store.claim(
-            self.client, self.worker_id, self.executor_id, self.queues, limit=self.batch_size,
-            taken=taken, push=push))
+            self.client, self.worker_id, self.executor_id, self.queues,
+            lease_seconds=self.lease_seconds, limit=self.batch_size, taken=taken, push=push))
 
     def _with_bodies(self, raw: Any) -> list[Claim]:
         return queue_store.fetch_bodies(self.client, queue_store.parse_claims(raw))
@@ -189,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--executor-id", required=True)
     parser.add_argument("--queue", action="append", required=True)
     parser.add_argument("--burst", action="store_true")
+    parser.add_argument("--slot", type=Path, default=None,
+                        help="shared-memory file telling the supervisor what runs")
     ns = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s executor {ns.executor_id} %(levelname)s %(message)s")
-    executor = Executor(ns.redis_url, ns.worker_id, ns.executor_id, ns.queue, ns.burst)
+    executor = Executor(ns.redis_url, ns.worker_id, ns.executor_id, ns.queue, ns.burst,
+                        Slot(ns.slot) if ns.slot else None)
     signal.signal(signal.SIGTERM, executor.request_stop)
     signal.signal(signal.SIGINT, executor.request_stop)
     sys.path.insert(0, os.getcwd())

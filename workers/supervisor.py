@@ -1,8 +1,10 @@
 """``flowkit worker start``: a supervisor with N warm executor processes.
 
-The supervisor registers the worker, renews its heartbeat (executors never do: a task that
-hogs the CPU cannot make its worker look dead), restarts executors that die, and on SIGTERM
-stops taking work, lets running attempts finish and exits 0.
+The supervisor, not the executors, keeps the worker alive in Redis: it renews the heartbeat and
+the leases of running attempts (a task hogging the CPU cannot make its worker look dead), reaps
+the expired leases of dead workers, queues retries whose delay has passed, kills executors
+stuck past a hard timeout or running a cancelled task, and restarts executors that die. On
+SIGTERM it stops taking work, lets running attempts finish and exits 0.
 """
 
 from __future__ import annotations
@@ -14,24 +16,36 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flowkit._version import __version__
 from flowkit.settings import get_settings
-from flowkit.store import keys, lua, queue as queue_store
+from flowkit.store import keys, queue as queue_store
 from flowkit.store.connection import call, connect, redact
-from flowkit.store.runs import get_task_run, new_id
+from flowkit.store.runs import new_id
+from flowkit.workers.slots import Slot, slot_dir
 
 logger = logging.getLogger(__name__)
 
+#: Seconds between the supervisor's checks of its executors (timeouts, deaths).
+TICK_SECONDS = 0.05
+#: Seconds between checks for cancelled running tasks and due retries.
+POLL_SECONDS = 0.2
+#: Seconds between reaps of expired leases.
+REAP_SECONDS = 1.0
+
 
 @dataclass
-class _Slot:
+class _Executor:
     index: int
     executor_id: str
+    slot: Slot
     process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
+    #: Set when the supervisor killed the process on purpose (outcome already recorded).
+    killed_for: str = ""
+    started: float = field(default_factory=time.monotonic)
 
 
 class WorkerSupervisor:
@@ -45,7 +59,10 @@ class WorkerSupervisor:
         self.worker_id = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[:6]}"
         self.client = connect(url, connect_timeout=self.settings.connect_timeout,
                               socket_timeout=self.settings.socket_timeout)
-        self.slots = [_Slot(i, f"{self.worker_id}.{i}") for i in range(concurrency)]
+        self.executors = [
+            _Executor(i, f"{self.worker_id}.{i}",
+                      Slot(slot_dir() / f"flowkit-{self.worker_id}.{i}.slot", create=True))
+            for i in range(concurrency)]
         self.stopping = False
 
     def request_stop(self, signum: int, frame: Any) -> None:
@@ -54,18 +71,21 @@ class WorkerSupervisor:
             logger.info("worker %s: stop requested (signal %s); finishing running tasks",
                         self.worker_id, signum)
         self.stopping = True
-        for slot in self.slots:
-            if slot.process is not None and slot.process.poll() is None:
-                slot.process.send_signal(signal.SIGTERM)
+        for ex in self.executors:
+            if ex.process is not None and ex.process.poll() is None:
+                ex.process.send_signal(signal.SIGTERM)
 
-    def _spawn(self, slot: _Slot) -> None:
+    def _spawn(self, ex: _Executor) -> None:
         cmd = [sys.executable, "-m", "flowkit.workers.executor", "--redis-url", self.url,
-               "--worker-id", self.worker_id, "--executor-id", slot.executor_id]
+               "--worker-id", self.worker_id, "--executor-id", ex.executor_id,
+               "--slot", str(ex.slot.path)]
         for name in self.queues:
             cmd += ["--queue", name]
         if self.burst:
             cmd.append("--burst")
-        slot.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
+        ex.slot.clear()
+        ex.killed_for = ""
+        ex.process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL)
 
     def run(self) -> int:
         """Serve until stopped; the exit code is 0 after a clean drain."""
@@ -73,88 +93,128 @@ class WorkerSupervisor:
                                     __version__)
         logger.info("worker %s serving %s with %d executors on %s", self.worker_id,
                     ", ".join(self.queues), self.concurrency, redact(self.url))
-        for slot in self.slots:
-            self._spawn(slot)
+        for ex in self.executors:
+            self._spawn(ex)
         try:
             return self._supervise()
         finally:
+            for ex in self.executors:
+                ex.slot.close()
+                ex.slot.path.unlink(missing_ok=True)
             try:
                 queue_store.unregister_worker(self.client, self.worker_id, self.queues)
             except Exception as exc:
                 logger.warning("could not unregister worker %s: %s", self.worker_id, exc)
 
     def _supervise(self) -> int:
-        next_beat = 0.0
+        due = {"beat": 0.0, "poll": 0.0, "reap": 0.0}
         while True:
-            alive = [s for s in self.slots if s.process is not None and s.process.poll() is None]
-            for slot in self.slots:
-                if slot.process is not None and slot.process.poll() is not None:
-                    self._on_exit(slot)
-            if not alive and all(s.process is None for s in self.slots):
+            for ex in self.executors:
+                if ex.process is not None and ex.process.poll() is not None:
+                    self._on_exit(ex)
+            if all(ex.process is None for ex in self.executors):
                 logger.info("worker %s: all executors exited", self.worker_id)
                 return 0
             if self.parent_pid and not self.stopping and not _pid_alive(self.parent_pid):
                 logger.info("worker %s: parent %d is gone; stopping", self.worker_id,
                             self.parent_pid)
                 self.request_stop(0, None)
-            if time.monotonic() >= next_beat:
-                self._heartbeat()
-                next_beat = time.monotonic() + self.settings.heartbeat_seconds
-            time.sleep(0.05)
+            self._enforce_timeouts()
+            now = time.monotonic()
+            for duty, period, action in (("beat", self.settings.heartbeat_seconds, self._beat),
+                                         ("poll", POLL_SECONDS, self._poll),
+                                         ("reap", REAP_SECONDS, self._reap)):
+                if now >= due[duty]:
+                    due[duty] = now + period
+                    self._safely(action)
+            time.sleep(TICK_SECONDS)
 
-    def _on_exit(self, slot: _Slot) -> None:
-        assert slot.process is not None
-        code = slot.process.returncode
-        slot.process = None
-        if code != 0:
-            self._recover(slot, code)
-        if self.stopping or (self.burst and code == 0):
+    def _safely(self, action: Any) -> None:
+        try:
+            action()
+        except Exception as exc:  # Redis away for a moment: the next tick tries again
+            logger.warning("worker %s: %s failed: %s", self.worker_id, action.__name__, exc)
+
+    # -- duties ------------------------------------------------------------------------------
+    def _processing(self) -> list[str]:
+        pipe = self.client.pipeline(transaction=False)
+        for ex in self.executors:
+            pipe.lrange(keys.processing(ex.executor_id), 0, -1)
+        return [i.decode() for ids in call(self.client, pipe.execute) for i in ids]
+
+    def _beat(self) -> None:
+        """Heartbeat and lease renewal for every attempt this worker holds."""
+        held = self._processing()
+        queue_store.heartbeat(self.client, self.worker_id, self.queues,
+                              busy=sum(1 for ex in self.executors if ex.slot.read()))
+        queue_store.renew_leases(self.client, self.worker_id, held, self.settings.lease_seconds)
+
+    def _poll(self) -> None:
+        """Queue due retries; kill executors whose running task was cancelled."""
+        queue_store.promote_due_retries(self.client)
+        running = {r.task_run_id: ex for ex in self.executors
+                   if ex.process is not None and (r := ex.slot.read()) is not None}
+        for task_run_id in queue_store.cancel_requested(self.client, list(running)):
+            self._kill(running[task_run_id], task_run_id, "cancelled",
+                       "cancelled while running; its executor was stopped")
+
+    def _reap(self) -> None:
+        """Crash the attempts of workers that stopped renewing their leases."""
+        reaped = queue_store.reap_expired_leases(self.client, self.settings.max_crashes)
+        if reaped:
+            logger.warning("worker %s: leases expired for %s; those attempts crashed",
+                           self.worker_id, ", ".join(reaped))
+
+    def _enforce_timeouts(self) -> None:
+        now = time.time()
+        for ex in self.executors:
+            running = ex.slot.read()
+            if (ex.process is not None and not ex.killed_for and running is not None
+                    and running.deadline
+                    and now > running.deadline + self.settings.hard_timeout_grace_seconds):
+                seconds = running.deadline - running.started
+                self._kill(ex, running.task_run_id, "timed_out",
+                           f"task exceeded timeout_seconds={seconds:g} and ignored the "
+                           "interrupt; its executor process was killed and replaced")
+
+    def _kill(self, ex: _Executor, task_run_id: str, outcome: str, message: str) -> None:
+        assert ex.process is not None
+        ex.killed_for = outcome
+        ex.process.kill()
+        ex.process.wait()
+        queue_store.end_unreported(self.client, outcome, message, [task_run_id],
+                                   self.settings.max_crashes)
+        logger.warning("task run %s %s on executor %s", task_run_id, outcome, ex.executor_id)
+
+    # -- executor exits ----------------------------------------------------------------------
+    def _on_exit(self, ex: _Executor) -> None:
+        assert ex.process is not None
+        code = ex.process.returncode
+        ex.process = None
+        if code != 0 or ex.killed_for:
+            self._safely(lambda: self._recover(ex, code))
+        if self.stopping or (self.burst and code == 0 and not ex.killed_for):
             return
-        slot.restarts += 1
-        logger.warning("executor %s exited with %s; restarting (restart #%d)",
-                       slot.executor_id, code, slot.restarts)
-        self._spawn(slot)
+        ex.restarts += 1
+        if not ex.killed_for:
+            logger.warning("executor %s exited with %s; restarting (restart #%d)",
+                           ex.executor_id, _describe_exit(code), ex.restarts)
+        self._spawn(ex)
 
-    def _recover(self, slot: _Slot, code: int) -> None:
-        """After an executor died: its running task run crashed, its unstarted claims go back."""
-        try:
-            ids = [i.decode() for i in call(self.client, self.client.lrange,
-                                             keys.processing(slot.executor_id), 0, -1)]
-            if not ids:
-                return
-            running, unstarted = ids[0], ids[1:]
-            if unstarted:
-                queue_store.release(self.client, self.worker_id, slot.executor_id, unstarted)
-            record = get_task_run(self.client, running)
-            if record is None or record.get("state") != "running":
-                self.client.lrem(keys.processing(slot.executor_id), 0, running)
-                return
-            attempt, retries = int(record.get("attempt", 1)), int(record.get("retries", 0))
-            outcome = queue_store.Outcome(
-                "crashed", error_type="flowkit.errors.WorkerCrashed",
-                error_message=f"the executor process running this task exited with "
-                              f"{_describe_exit(code)} on worker {self.worker_id}",
-                retry_delay=0.0 if attempt <= retries else None)
-            claimed = queue_store.Claim(running, b"", b"", attempt, record.get("flow_run_id", ""),
-                                        record.get("reply_to", ""))
-            lua.execute(self.client, lambda pipe: queue_store.finish(
-                self.client, pipe, self.worker_id, slot.executor_id, claimed,
-                record.get("queue", self.queues[0]), outcome,
-                self.settings.result_ttl_seconds * 1000))
-            logger.warning("task run %s crashed its executor (%s)", running,
-                           _describe_exit(code))
-        except Exception as exc:
-            logger.error("could not recover the work of executor %s: %s", slot.executor_id, exc)
-
-    def _heartbeat(self) -> None:
-        try:
-            pipe = self.client.pipeline(transaction=False)
-            for slot in self.slots:
-                pipe.llen(keys.processing(slot.executor_id))
-            busy = sum(int(n) for n in pipe.execute())
-            queue_store.heartbeat(self.client, self.worker_id, self.queues, busy)
-        except Exception as exc:
-            logger.warning("heartbeat failed: %s", exc)
+    def _recover(self, ex: _Executor, code: int) -> None:
+        """After an executor died: the attempt it was running crashed (unless the supervisor
+        killed it and recorded why); what it had only claimed goes back to the queue."""
+        running = ex.slot.read()
+        if running is not None and not ex.killed_for:
+            queue_store.end_unreported(
+                self.client, "crashed",
+                f"the executor process running this task exited with {_describe_exit(code)} "
+                f"on worker {self.worker_id}", [running.task_run_id], self.settings.max_crashes)
+        held = [i.decode() for i in call(self.client, self.client.lrange,
+                                          keys.processing(ex.executor_id), 0, -1)]
+        rest = [i for i in held if running is None or i != running.task_run_id]
+        if rest:
+            queue_store.release(self.client, self.worker_id, ex.executor_id, rest)
 
 
 def _describe_exit(code: int) -> str:

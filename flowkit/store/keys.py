@@ -100,8 +100,17 @@ def worker(worker_id: str) -> str:
 
 def processing(executor_id: str) -> str:
     """List of task run ids an executor has claimed and not yet finished."""
-    return f"{PREFIX}processing:{executor_id}"
+    return PROCESSING_PREFIX + executor_id
 
+
+#: Sorted set of running attempts by lease deadline: past it, the attempt is presumed dead.
+LEASES = PREFIX + "leases"
+#: List of task runs given up after crashing their executor too often (newest last).
+DEAD_LETTER = PREFIX + "deadletter"
+#: Set of running task runs whose cancellation was requested (supervisors kill them).
+CANCELLING = PREFIX + "cancelling"
+#: Prefix of executors' processing lists.
+PROCESSING_PREFIX = PREFIX + "processing:"
 
 #: Sorted set of task runs waiting out a retry delay: member "<queue key>|<id>", score due time.
 SCHEDULED = PREFIX + "scheduled"

@@ -50,13 +50,58 @@ class Outcome:
 
 
 def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[str], *,
-          limit: int = 1, taken: str = "", push: bool = False, pipe: Any = None) -> Any:
+          lease_seconds: float, limit: int = 1, taken: str = "", push: bool = False,
+          pipe: Any = None) -> Any:
     """Claim up to ``limit`` task runs (run now, or queued on ``pipe``); see claim.lua."""
     return lua.run(client, "claim",
-                   [keys.processing(executor_id), keys.SCHEDULED, *[keys.queue(q) for q in queues]],
+                   [keys.processing(executor_id), keys.SCHEDULED, keys.LEASES,
+                    *[keys.queue(q) for q in queues]],
                    [time.time(), worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
                     keys.RQ_JOB_PREFIX, taken, "1" if push else "0", limit,
-                    INLINE_BODY_BYTES], pipe=pipe)
+                    INLINE_BODY_BYTES, executor_id, lease_seconds], pipe=pipe)
+
+
+def end_unreported(client: redis.Redis, outcome: str, message: str, task_run_ids: list[str],
+                   max_crashes: int) -> list[str]:
+    """End attempts that cannot report themselves (see crash.lua); returns the ids handled."""
+    return _crash(client, "ids", outcome, message, task_run_ids, max_crashes)
+
+
+def reap_expired_leases(client: redis.Redis, max_crashes: int) -> list[str]:
+    """Crash every attempt whose lease expired: its worker died or froze (see crash.lua)."""
+    return _crash(client, "expired", "crashed", "", [], max_crashes)
+
+
+def _crash(client: redis.Redis, mode: str, outcome: str, message: str, ids: list[str],
+           max_crashes: int) -> list[str]:
+    raw = lua.run(client, "crash", [keys.LEASES, keys.DEAD_LETTER, keys.EVENTS],
+                  [time.time(), mode, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
+                   keys.PROCESSING_PREFIX, keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX, outcome,
+                   message, max_crashes, REPLY_MAXLEN, *ids])
+    return [i.decode() for i in raw]
+
+
+def promote_due_retries(client: redis.Redis) -> int:
+    """Queue the retries whose delay has passed (see promote.lua)."""
+    return int(lua.run(client, "promote", [keys.SCHEDULED], [time.time()]))
+
+
+def cancel_requested(client: redis.Redis, task_run_ids: list[str]) -> list[str]:
+    """Which of these running task runs somebody asked to cancel."""
+    if not task_run_ids:
+        return []
+    flags = call(client, client.smismember, keys.CANCELLING, task_run_ids)
+    return [i for i, flag in zip(task_run_ids, flags) if flag]
+
+
+def renew_leases(client: redis.Redis, worker_id: str, task_run_ids: list[str],
+                 lease_seconds: float) -> int:
+    """Push back the lease deadline of this worker's running attempts."""
+    if not task_run_ids:
+        return 0
+    return int(lua.run(client, "renew", [keys.LEASES],
+                       [worker_id, time.time() + lease_seconds, keys.TASK_RUN_PREFIX,
+                        *task_run_ids]))
 
 
 def parse_claims(raw: list[Any] | None) -> list[Claim]:
@@ -80,7 +125,7 @@ def fetch_bodies(client: redis.Redis, claims: list[Claim]) -> list[Claim]:
 def release(client: redis.Redis, worker_id: str, executor_id: str, task_run_ids: list[str],
             pipe: Any = None) -> Any:
     """Give unstarted claims back to the front of their queues; see release.lua."""
-    return lua.run(client, "release", [keys.processing(executor_id)],
+    return lua.run(client, "release", [keys.processing(executor_id), keys.LEASES],
                    [worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX, keys.RQ_JOB_PREFIX,
                     keys.RQ_QUEUE_PREFIX, *task_run_ids], pipe=pipe)
 
@@ -107,7 +152,7 @@ def finish(client: redis.Redis, pipe: Any, worker_id: str, executor_id: str, cla
     lua.run(client, "finish",
             [keys.processing(executor_id), keys.worker(worker_id), keys.task_run(claimed.id),
              keys.result(claimed.id), keys.rq_job(claimed.id), keys.EVENTS, keys.SCHEDULED,
-             keys.queue(queue)],
+             keys.queue(queue), keys.LEASES],
             [claimed.id, claimed.attempt, outcome.state, time.time(), outcome.result,
              result_ttl_ms, "1" if outcome.inline else "0", outcome.error_type,
              outcome.error_message, outcome.traceback, outcome.exception, keys.FLOW_RUN_PREFIX,

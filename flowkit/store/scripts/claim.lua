@@ -1,7 +1,8 @@
 -- Claim up to N task runs for an executor and mark them running.
 -- KEYS[1] = processing list of the executor (flowkit:processing:<executor>)
--- KEYS[2] = scheduled sorted set (flowkit:scheduled), members "<queue key>|<task run id>"
--- KEYS[3..n] = RQ queue lists in priority order
+-- KEYS[2] = unused (kept for the key layout)
+-- KEYS[3] = leases sorted set (flowkit:leases), score: when the attempt is presumed dead
+-- KEYS[4..n] = RQ queue lists in priority order
 -- ARGV[1] = now (epoch seconds)
 -- ARGV[2] = worker id
 -- ARGV[3] = task run key prefix      ARGV[4] = flow run key prefix
@@ -10,17 +11,10 @@
 -- ARGV[7] = '1' when that id still has to be pushed onto the processing list
 -- ARGV[8] = how many task runs to claim at most
 -- ARGV[9] = bodies larger than this many bytes are not returned (the caller fetches them)
+-- ARGV[10] = executor id   ARGV[11] = lease seconds
 -- Returns a list of {id, envelope head, envelope body, attempt, flow_run_id, reply_to}; ids that are neither
 -- pending nor retrying (cancelled, already finished) are dropped from processing and skipped.
 local now = ARGV[1]
-
--- Retries whose delay has passed go back to the end of their queue.
-local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 100)
-for _, member in ipairs(due) do
-  local sep = string.find(member, '|', 1, true)
-  redis.call('RPUSH', string.sub(member, 1, sep - 1), string.sub(member, sep + 1))
-  redis.call('ZREM', KEYS[2], member)
-end
 
 local function take(id)
   local tr = ARGV[3] .. id
@@ -30,7 +24,9 @@ local function take(id)
     return nil
   end
   local attempt = redis.call('HINCRBY', tr, 'attempt', 1)
-  redis.call('HSET', tr, 'state', 'running', 'started', now, 'worker', ARGV[2], 'updated', now)
+  redis.call('HSET', tr, 'state', 'running', 'started', now, 'worker', ARGV[2], 'updated', now,
+             'executor', ARGV[10])
+  redis.call('ZADD', KEYS[3], tonumber(now) + tonumber(ARGV[11]), id)
   local fr = ARGV[4] .. f[2]
   redis.call('HINCRBY', fr, 'n_' .. f[1], -1)
   redis.call('HINCRBY', fr, 'n_running', 1)
@@ -54,7 +50,7 @@ if ARGV[6] ~= '' then
   if c then table.insert(claims, c) end
 end
 local limit = tonumber(ARGV[8])
-local qi = 3
+local qi = 4
 while #claims < limit and qi <= #KEYS do
   local id = redis.call('LMOVE', KEYS[qi], KEYS[1], 'LEFT', 'RIGHT')
   if id then

@@ -1,6 +1,6 @@
 -- Give back claimed task runs that an executor has not started (its batch is running slow,
 -- or it is shutting down): they return to the front of their queue, as if never claimed.
--- KEYS[1] = processing list of the executor
+-- KEYS[1] = processing list of the executor      KEYS[2] = leases sorted set
 -- ARGV[1] = worker id      ARGV[2] = task run key prefix     ARGV[3] = flow run key prefix
 -- ARGV[4] = RQ job key prefix      ARGV[5] = RQ queue key prefix
 -- ARGV[6..] = task run ids, in the order they were claimed
@@ -11,6 +11,7 @@ for i = #ARGV, 6, -1 do
   local tr = ARGV[2] .. id
   local f = redis.call('HMGET', tr, 'state', 'worker', 'flow_run_id', 'queue')
   if f[1] == 'running' and f[2] == ARGV[1] and redis.call('LREM', KEYS[1], 0, id) > 0 then
+    redis.call('ZREM', KEYS[2], id)
     redis.call('HINCRBY', tr, 'attempt', -1)
     redis.call('HSET', tr, 'state', 'pending')
     redis.call('HDEL', tr, 'started', 'worker')

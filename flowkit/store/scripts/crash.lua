@@ -1,0 +1,81 @@
+-- End attempts that will never report an outcome themselves: their executor died, their
+-- worker stopped renewing leases (killed, frozen, cut off), or the supervisor killed them for
+-- a hard timeout or a cancellation. Each is retried, dead-lettered or ended.
+-- KEYS[1] = leases sorted set (flowkit:leases)     KEYS[2] = dead-letter list
+-- KEYS[3] = events stream
+-- ARGV[1] = now       ARGV[2] = 'expired' (every lease past due) or 'ids' (ARGV[12..])
+-- ARGV[3] = task run key prefix   ARGV[4] = flow run key prefix
+-- ARGV[5] = processing key prefix ARGV[6] = RQ queue key prefix   ARGV[7] = RQ job key prefix
+-- ARGV[8] = outcome: 'crashed', 'timed_out' or 'cancelled'
+-- ARGV[9] = message   ARGV[10] = crashes before a task run is dead-lettered
+-- ARGV[11] = reply stream max length   ARGV[12..] = task run ids (mode 'ids')
+-- Returns the ids it ended or sent back to the queue.
+local now = tonumber(ARGV[1])
+local ids = {}
+if ARGV[2] == 'expired' then
+  ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
+else
+  for i = 12, #ARGV do table.insert(ids, ARGV[i]) end
+end
+local error_types = {crashed = 'flowkit.errors.WorkerCrashed',
+                     timed_out = 'flowkit.errors.TaskTimeout',
+                     cancelled = 'flowkit.errors.CancelledRun'}
+local outcome = ARGV[8]
+local handled = {}
+for _, id in ipairs(ids) do
+  local tr = ARGV[3] .. id
+  local f = redis.call('HMGET', tr, 'state', 'attempt', 'worker', 'executor', 'flow_run_id',
+                       'reply_to', 'queue', 'retries')
+  redis.call('ZREM', KEYS[1], id)
+  if f[1] == 'running' then
+    if f[4] then redis.call('LREM', ARGV[5] .. f[4], 0, id) end
+    local message = ARGV[9]
+    if ARGV[2] == 'expired' then
+      message = 'worker ' .. (f[3] or '?') .. ' stopped renewing its lease (killed, frozen or ' ..
+                'cut off from Redis)'
+    end
+    local attempt = tonumber(f[2])
+    local retry = false
+    if outcome == 'crashed' then
+      local crashes = redis.call('HINCRBY', tr, 'crashes', 1)
+      retry = crashes < tonumber(ARGV[10])
+      if not retry then
+        message = message .. '; dead-lettered after ' .. crashes .. ' crashes'
+        redis.call('RPUSH', KEYS[2], id)
+      end
+    elseif outcome == 'timed_out' then
+      retry = attempt <= tonumber(f[8] or '0')
+    end
+    local entry = {state = outcome, ts = now, attempt = attempt, worker = f[3],
+                   error_type = error_types[outcome], message = message}
+    local fr = ARGV[4] .. f[5]
+    redis.call('HINCRBY', fr, 'n_running', -1)
+    redis.call('HSET', tr, 'error_type', error_types[outcome], 'error_message', message,
+               'traceback', '', 'updated', now)
+    if retry then
+      entry.retry_in = 0
+      redis.call('RPUSH', tr .. ':history', cjson.encode(entry))
+      redis.call('HSET', tr, 'state', 'retrying')
+      redis.call('HINCRBY', fr, 'n_retrying', 1)
+      redis.call('HSET', ARGV[7] .. id, 'status', 'queued')
+      redis.call('RPUSH', ARGV[6] .. f[7], id)
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
+                 'flow_run_id', f[5], 'state', 'retrying')
+    else
+      redis.call('RPUSH', tr .. ':history', cjson.encode(entry))
+      local started = tonumber(redis.call('HGET', tr, 'started') or now)
+      redis.call('HSET', tr, 'state', outcome, 'ended', now, 'duration', now - started)
+      redis.call('HINCRBY', fr, 'n_' .. outcome, 1)
+      redis.call('DEL', ARGV[7] .. id)
+      if f[6] and f[6] ~= '' then
+        redis.call('XADD', f[6], 'MAXLEN', '~', ARGV[11], '*', 'kind', 'done', 'id', id,
+                   'state', outcome, 'error_type', error_types[outcome],
+                   'error_message', message, 'traceback', '', 'exception', '')
+      end
+      redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
+                 'flow_run_id', f[5], 'state', outcome)
+    end
+    table.insert(handled, id)
+  end
+end
+return handled
