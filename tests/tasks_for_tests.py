@@ -52,3 +52,28 @@ def chatty(n: int) -> int:
         logger.info("line %d of %d", i + 1, n)
     print(f"printed {n}")
     return n
+
+
+@task
+def record_run(path: str, seconds: float, label: str = "") -> str:
+    """Append this executor's pid to ``path`` (one line per execution), wait, return a tag."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return f"done by {os.getpid()}{label}"
+
+
+@task
+def exit_hard(code: int = 7) -> None:
+    """Kill the executor process, every time (a poison pill)."""
+    os._exit(code)
+
+
+@task
+def sleep_ignoring_signals(seconds: float) -> str:
+    """Blocking code that a soft timeout cannot interrupt."""
+    import signal
+
+    signal.signal(signal.SIGALRM, signal.SIG_IGN)
+    time.sleep(seconds)
+    return "woke up"
