@@ -25,10 +25,11 @@ from flowkit.states import RunState as RunState
 from flowkit.tasks import Task as Task
 from flowkit.tasks import task as task
 from flowkit.tasks import unmapped as unmapped
+from flowkit.retries import exponential_backoff as exponential_backoff
 
 __all__ = [
     "CancelledRun", "ConfigurationError", "Flow", "FlowTimeout", "FlowkitError", "Retry",
     "RunState", "SerializationError", "StoreConnectionError", "Task", "TaskFailed", "TaskFuture",
-    "TaskTimeout", "UpstreamFailed", "WorkerCrashed", "__version__", "as_completed", "flow", "get_run_logger",
-    "task", "unmapped", "wait",
+    "TaskTimeout", "UpstreamFailed", "WorkerCrashed", "__version__", "as_completed",
+    "exponential_backoff", "flow", "get_run_logger", "task", "unmapped", "wait",
 ]

@@ -12,8 +12,9 @@ from typing import Any, Callable, Generic, ParamSpec, TypeVar, overload
 
 from flowkit import serializers
 from flowkit.context import FlowRunContext, flow_run_ctx
-from flowkit.errors import ConfigurationError, FlowTimeout
+from flowkit.errors import CancelledRun, ConfigurationError, FlowTimeout
 from flowkit.states import RunState
+from flowkit.store import keys
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -25,9 +26,14 @@ class Flow(Generic[P, R]):
     def __init__(self, fn: Callable[P, R], *, name: str | None = None,
                  log_prints: bool = False, validate_parameters: bool = True,
                  timeout_seconds: float | None = None, description: str | None = None,
-                 tags: list[str] | None = None) -> None:
+                 tags: list[str] | None = None, retries: int = 0,
+                 retry_delay_seconds: Any = 0.0) -> None:
         if timeout_seconds is not None and timeout_seconds <= 0:
             raise ConfigurationError("flow timeout_seconds must be positive")
+        if retries < 0:
+            raise ConfigurationError("flow retries must not be negative")
+        self.retries = retries
+        self.retry_delay_seconds = retry_delay_seconds
         self.fn = fn
         self.name = name or fn.__name__
         self.log_prints = log_prints
@@ -48,7 +54,8 @@ class Flow(Generic[P, R]):
         current = dict(name=self.name, log_prints=self.log_prints,
                        validate_parameters=self.validate_parameters,
                        timeout_seconds=self.timeout_seconds, description=self.description,
-                       tags=self.tags)
+                       tags=self.tags, retries=self.retries,
+                       retry_delay_seconds=self.retry_delay_seconds)
         return Flow(self.fn, **{**current, **changes})
 
     # -- parameters -------------------------------------------------------------------------
@@ -108,29 +115,50 @@ class Flow(Generic[P, R]):
         runs.create_flow_run(runtime.client, flow_run_id, self.name,
                              parameters=serializers.json_preview(dict(bound.arguments)),
                              tags=self.tags, parent=parent.flow_run_id if parent else "")
-        ctx = FlowRunContext(flow_run_id, self.name, log_prints=self.log_prints)
         if self.log_prints:
             from flowkit.logs import install_print_capture
 
             install_print_capture()
+        attempt = 1
+        while True:
+            ctx = FlowRunContext(flow_run_id, self.name, log_prints=self.log_prints)
+            token = flow_run_ctx.set(ctx)
+            try:
+                value = self._run_with_timeout(bound)
+                _raise_unhandled_task_failure(ctx)
+            except BaseException as exc:
+                state = _final_state(exc)
+                if state is RunState.FAILED and attempt <= self.retries:
+                    self._announce_retry(runtime, flow_run_id, attempt, exc, ctx)
+                    attempt += 1
+                    continue
+                runs.set_flow_run_state(
+                    runtime.client, flow_run_id, RunState.RUNNING, state,
+                    error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
+                    error_message=str(exc), traceback="".join(traceback.format_exception(exc)))
+                raise
+            finally:
+                flow_run_ctx.reset(token)
+            runs.set_flow_run_state(runtime.client, flow_run_id, RunState.RUNNING,
+                                    RunState.COMPLETED,
+                                    result_preview=serializers.json_preview(value))
+            return value
+
+    def _announce_retry(self, runtime: Any, flow_run_id: str, attempt: int, exc: BaseException,
+                        ctx: FlowRunContext) -> None:
+        """Log the failed attempt, record it on the flow run and wait out the delay."""
+        from flowkit import retries as retry_policy
+        from flowkit.logs import ship
+
+        delay = retry_policy.delay_before_retry(self.retry_delay_seconds, self.retries, attempt)
         token = flow_run_ctx.set(ctx)
         try:
-            value = self._run_with_timeout(bound)
-            _raise_unhandled_task_failure(ctx)
-        except BaseException as exc:
-            state = RunState.CANCELLED if isinstance(exc, KeyboardInterrupt) else RunState.FAILED
-            if isinstance(exc, FlowTimeout):
-                state = RunState.TIMED_OUT
-            runs.set_flow_run_state(
-                runtime.client, flow_run_id, RunState.RUNNING, state,
-                error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
-                error_message=str(exc), traceback="".join(traceback.format_exception(exc)))
-            raise
+            ship("WARNING", f"flow run attempt {attempt} failed with {type(exc).__name__}: {exc};"
+                            f" retrying in {delay:g} s ({self.retries - attempt + 1} left)")
         finally:
             flow_run_ctx.reset(token)
-        runs.set_flow_run_state(runtime.client, flow_run_id, RunState.RUNNING,
-                                RunState.COMPLETED, result_preview=serializers.json_preview(value))
-        return value
+        runtime.client.hset(keys.flow_run(flow_run_id), mapping={"attempt": attempt + 1})
+        time.sleep(delay)
 
     def _run_with_timeout(self, bound: inspect.BoundArguments) -> R:
         if self.timeout_seconds is None:
@@ -191,6 +219,15 @@ class _AsyncExceptionGuard:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
 
 
+def _final_state(exc: BaseException) -> RunState:
+    """The state a flow run ends in when ``exc`` escapes it."""
+    if isinstance(exc, (KeyboardInterrupt, CancelledRun)):
+        return RunState.CANCELLED
+    if isinstance(exc, FlowTimeout):
+        return RunState.TIMED_OUT
+    return RunState.FAILED
+
+
 def _type_hints(fn: Callable[..., Any]) -> dict[str, Any]:
     import typing
 
@@ -217,8 +254,8 @@ def flow(__fn: Callable[P, R]) -> Flow[P, R]: ...
 @overload
 def flow(*, name: str | None = None, log_prints: bool = False,
          validate_parameters: bool = True, timeout_seconds: float | None = None,
-         description: str | None = None, tags: list[str] | None = None
-         ) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+         description: str | None = None, tags: list[str] | None = None, retries: int = 0,
+         retry_delay_seconds: Any = 0.0) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
 def flow(__fn: Callable[P, R] | None = None, **options: Any
@@ -232,7 +269,7 @@ def flow(__fn: Callable[P, R] | None = None, **options: Any
         timeout_seconds: fail the flow run (TIMED_OUT) after this long.
     """
     allowed = {"name", "log_prints", "validate_parameters", "timeout_seconds", "description",
-               "tags"}
+               "tags", "retries", "retry_delay_seconds"}
     unknown = set(options) - allowed
     if unknown:
         raise ConfigurationError(f"unknown flow option(s) {sorted(unknown)}; valid options are "

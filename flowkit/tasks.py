@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 R = TypeVar("R")
 
-RetryDelay = float | list[float] | Callable[[int], float]
 
 #: A map is signed and sent in chunks of about this many bytes of pickled calls.
 SUBMIT_CHUNK_BYTES = 4 << 20
@@ -39,8 +38,10 @@ class TaskOptions(BaseModel):
     name: str
     description: str | None = None
     retries: int = Field(default=0, ge=0)
-    retry_delay_seconds: float | list[float] | Callable[[int], float] = 0.0
+    retry_delay_seconds: float | list[float] | Callable[[int], Any] = 0.0
     retry_jitter_factor: float | None = Field(default=None, ge=0)
+    retry_on: tuple[type[BaseException], ...] | None = None
+    retry_condition_fn: Callable[..., bool] | None = None
     timeout_seconds: float | None = Field(default=None, gt=0)
     cache_policy: Any = None
     cache_key_fn: Callable[..., str | None] | None = None
@@ -56,6 +57,16 @@ class TaskOptions(BaseModel):
         values = value if isinstance(value, list) else [value] if not callable(value) else []
         if any(v < 0 for v in values):
             raise ValueError("retry_delay_seconds must not be negative")
+        return value
+
+    @field_validator("retry_on", mode="before")
+    @classmethod
+    def _exception_types(cls, value: Any) -> Any:
+        if isinstance(value, type):
+            value = (value,)
+        if value is not None and not all(isinstance(v, type) and issubclass(v, BaseException)
+                                         for v in value):
+            raise ValueError("retry_on takes exception classes, e.g. (ConnectionError,)")
         return value
 
     @field_validator("cache_expiration", mode="before")
@@ -153,7 +164,8 @@ class Task(Generic[P, R]):
     def _execution_options(self) -> dict[str, Any]:
         opts = self.options
         return {"retries": opts.retries, "retry_delay_seconds": opts.retry_delay_seconds,
-                "retry_jitter_factor": opts.retry_jitter_factor,
+                "retry_jitter_factor": opts.retry_jitter_factor, "retry_on": opts.retry_on,
+                "retry_condition_fn": opts.retry_condition_fn,
                 "timeout_seconds": opts.timeout_seconds, "log_prints": opts.log_prints,
                 "queue": opts.queue}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import random
 import signal
 import threading
 import time
@@ -11,7 +10,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from flowkit import serializers
+from flowkit import retries as retry_policy, serializers
 from flowkit.context import TaskRunContext, task_run_ctx
 from flowkit.errors import EnvelopeError, Retry, SerializationError, TaskTimeout
 from flowkit.futures import ResultRef
@@ -86,20 +85,6 @@ def _resolve_refs(ctx: ExecutionContext, value: Any, depth: int = 0) -> Any:
     return value
 
 
-def _retry_delay(opts: dict[str, Any], attempt: int) -> float:
-    delay_opt = opts.get("retry_delay_seconds") or 0.0
-    if callable(delay_opt):
-        delay = float(delay_opt(attempt))
-    elif isinstance(delay_opt, list):
-        delay = float(delay_opt[min(attempt - 1, len(delay_opt) - 1)]) if delay_opt else 0.0
-    else:
-        delay = float(delay_opt)
-    jitter = opts.get("retry_jitter_factor")
-    if jitter and delay > 0:
-        delay = max(0.0, delay + random.uniform(-jitter * delay, jitter * delay))
-    return delay
-
-
 class _Alarm:
     """A soft time limit: SIGALRM raises TaskTimeout in the task's (main) thread."""
 
@@ -154,10 +139,11 @@ def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
         with _Alarm(timeout):
             value = fn(*args, **kwargs)
     except TaskTimeout as exc:
-        return Attempt(_failure(ctx, exc, _retry_for(opts, claimed.attempt, exc), "timed_out"),
-                       queue)
+        return Attempt(_failure(ctx, exc, _retry_for(opts, claimed, run_ctx.task_name, fn, exc),
+                                "timed_out"), queue)
     except Exception as exc:
-        return Attempt(_failure(ctx, exc, _retry_for(opts, claimed.attempt, exc)), queue)
+        return Attempt(_failure(ctx, exc, _retry_for(opts, claimed, run_ctx.task_name, fn, exc)),
+                       queue)
     finally:
         task_run_ctx.reset(token)
         if ctx.slot is not None:
@@ -170,13 +156,21 @@ def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
                    queue)
 
 
-def _retry_for(opts: dict[str, Any], attempt: int, exc: BaseException) -> float | None:
+def _retry_for(opts: dict[str, Any], claimed: Claim, task_name: str, fn: Callable[..., Any],
+               exc: BaseException) -> float | None:
     """The delay before the next attempt, or None when this failure is final."""
-    if attempt > int(opts.get("retries") or 0):
+    retries = int(opts.get("retries") or 0)
+    task = retry_policy.TaskInfo(task_name, fn)
+    task_run = retry_policy.TaskRunInfo(claimed.id, claimed.flow_run_id, claimed.attempt, retries)
+    if isinstance(exc, Retry):  # the task asked for it: only the retry budget applies
+        if claimed.attempt > retries:
+            return None
+    elif not retry_policy.should_retry(opts, claimed.attempt, exc, task, task_run):
         return None
     if isinstance(exc, Retry) and exc.delay_seconds is not None:
         return exc.delay_seconds
-    return _retry_delay(opts, attempt)
+    return retry_policy.delay_before_retry(opts.get("retry_delay_seconds"), retries,
+                                           claimed.attempt, opts.get("retry_jitter_factor"))
 
 
 def _user_traceback(exc: BaseException) -> str:
