@@ -26,10 +26,11 @@ from flowkit.tasks import Task as Task
 from flowkit.tasks import task as task
 from flowkit.tasks import unmapped as unmapped
 from flowkit.retries import exponential_backoff as exponential_backoff
+from flowkit.control import cancel_flow_run as cancel_flow_run
 
 __all__ = [
     "CancelledRun", "ConfigurationError", "Flow", "FlowTimeout", "FlowkitError", "Retry",
     "RunState", "SerializationError", "StoreConnectionError", "Task", "TaskFailed", "TaskFuture",
     "TaskTimeout", "UpstreamFailed", "WorkerCrashed", "__version__", "as_completed",
-    "exponential_backoff", "flow", "get_run_logger", "task", "unmapped", "wait",
+    "cancel_flow_run", "exponential_backoff", "flow", "get_run_logger", "task", "unmapped", "wait",
 ]

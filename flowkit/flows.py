@@ -114,7 +114,8 @@ class Flow(Generic[P, R]):
         flow_run_id = runs.new_id()
         runs.create_flow_run(runtime.client, flow_run_id, self.name,
                              parameters=serializers.json_preview(dict(bound.arguments)),
-                             tags=self.tags, parent=parent.flow_run_id if parent else "")
+                             tags=self.tags, parent=parent.flow_run_id if parent else "",
+                             reply_to=runtime.reply_key)
         if self.log_prints:
             from flowkit.logs import install_print_capture
 
@@ -123,6 +124,7 @@ class Flow(Generic[P, R]):
         while True:
             ctx = FlowRunContext(flow_run_id, self.name, log_prints=self.log_prints)
             token = flow_run_ctx.set(ctx)
+            runtime.flow_started(flow_run_id)
             try:
                 value = self._run_with_timeout(bound)
                 _raise_unhandled_task_failure(ctx)
@@ -138,6 +140,7 @@ class Flow(Generic[P, R]):
                     error_message=str(exc), traceback="".join(traceback.format_exception(exc)))
                 raise
             finally:
+                runtime.flow_ended(flow_run_id)
                 flow_run_ctx.reset(token)
             runs.set_flow_run_state(runtime.client, flow_run_id, RunState.RUNNING,
                                     RunState.COMPLETED,

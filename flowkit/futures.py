@@ -78,6 +78,24 @@ class TaskFuture(Generic[R]):
             return self._final_state
         return self._runtime.read_task_state(self.task_run_id)
 
+    def cancel(self) -> bool:
+        """Cancel the run: dropped if still queued, killed within seconds if running.
+
+        Returns:
+            False when the run had already ended.
+        """
+        if self.done():
+            return False
+        from flowkit.store.runs import cancel
+
+        dropped, flagged = cancel(self._runtime.client, task_run_ids=[self.task_run_id],
+                                  message=f"task run {self.task_run_id} cancelled by request")
+        return bool(dropped or flagged)
+
+    def cancelled(self) -> bool:
+        """True when the run ended CANCELLED."""
+        return self._final_state is RunState.CANCELLED
+
     def wait(self, timeout: float | None = None) -> None:
         """Block until the run ends or ``timeout`` seconds pass."""
         self._runtime.wait_for(self, timeout)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowkit import serializers
-from flowkit.errors import ConfigurationError, StoreConnectionError
+from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
 from flowkit.futures import TaskFuture
 from flowkit.settings import Settings, get_settings
 from flowkit.states import RunState
@@ -71,6 +71,7 @@ class Runtime:
         self._warned_queues: set[str] = set()
         self._local_workers: list[subprocess.Popen[bytes]] = []
         self._adhoc_flow_run: str | None = None
+        self._flow_threads: dict[str, int] = {}
         self._stopping = False
         self._listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
                                         socket_timeout=settings.socket_timeout + 5)
@@ -94,8 +95,23 @@ class Runtime:
                 name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "interactive"
                 self._adhoc_flow_run = runs.new_id()
                 runs.create_flow_run(self.client, self._adhoc_flow_run, f"adhoc: {name}",
-                                     kind="adhoc")
+                                     kind="adhoc", reply_to=self.reply_key)
             return self._adhoc_flow_run
+
+    def flow_started(self, flow_run_id: str) -> None:
+        """Remember which thread runs a flow, so that a cancellation can interrupt it."""
+        self._flow_threads[flow_run_id] = threading.get_ident()
+
+    def flow_ended(self, flow_run_id: str) -> None:
+        self._flow_threads.pop(flow_run_id, None)
+
+    def _interrupt_flow(self, flow_run_id: str, message: str) -> None:
+        thread_id = self._flow_threads.get(flow_run_id)
+        if thread_id is not None:
+            import ctypes
+
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                                       ctypes.py_object(CancelledRun))
 
     def submit(self, specs: list[runs.TaskRunSpec],
                upstreams: list[list[TaskFuture[Any]]]) -> list[TaskFuture[Any]]:
@@ -231,6 +247,9 @@ class Runtime:
 
     def _handle(self, fields: dict[bytes, bytes]) -> None:
         kind = fields.get(b"kind")
+        if kind == b"cancel_flow":
+            self._interrupt_flow(fields[b"id"].decode(), fields.get(b"message", b"").decode())
+            return
         if kind == b"log":
             self.echo({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
             return

@@ -173,3 +173,11 @@ def queues(rows: list[dict[str, Any]], as_json: bool) -> None:
     for row in rows:
         table.add_row(row["name"], str(row["depth"]), str(row["workers"]))
     _console.print(table)
+
+
+def cancelled(flow_run_id: str, dropped: int, flagged: int, as_json: bool) -> None:
+    if as_json:
+        _json({"flow_run_id": flow_run_id, "dropped": dropped, "stopping": flagged})
+        return
+    _console.print(f"flow run {flow_run_id} [grey50]cancelled[/]: {dropped} queued task runs "
+                   f"dropped, {flagged} running being stopped")

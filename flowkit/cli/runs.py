@@ -81,6 +81,20 @@ def logs(client: Any, run_id: str, follow: bool, as_json: bool) -> None:
         time.sleep(0.3)
 
 
+@run.command("cancel")
+@click.argument("run_id")
+@with_client
+@json_option
+def cancel(client: Any, run_id: str, as_json: bool) -> None:
+    """Cancel a flow run: queued task runs are dropped, running ones killed within seconds."""
+    from flowkit.store.runs import cancel as cancel_runs
+
+    flow_run_id = _find(client, run_id)
+    dropped, flagged = cancel_runs(client, flow_run_id=flow_run_id,
+                                   message=f"flow run {flow_run_id} cancelled from the CLI")
+    render.cancelled(flow_run_id, dropped, flagged, as_json)
+
+
 @click.group()
 def queue() -> None:
     """Inspect queues."""

@@ -74,7 +74,7 @@ def reap_expired_leases(client: redis.Redis, max_crashes: int) -> list[str]:
 
 def _crash(client: redis.Redis, mode: str, outcome: str, message: str, ids: list[str],
            max_crashes: int) -> list[str]:
-    raw = lua.run(client, "crash", [keys.LEASES, keys.DEAD_LETTER, keys.EVENTS],
+    raw = lua.run(client, "crash", [keys.LEASES, keys.DEAD_LETTER, keys.EVENTS, keys.CANCELLING],
                   [time.time(), mode, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
                    keys.PROCESSING_PREFIX, keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX, outcome,
                    message, max_crashes, REPLY_MAXLEN, *ids])
@@ -152,7 +152,7 @@ def finish(client: redis.Redis, pipe: Any, worker_id: str, executor_id: str, cla
     lua.run(client, "finish",
             [keys.processing(executor_id), keys.worker(worker_id), keys.task_run(claimed.id),
              keys.result(claimed.id), keys.rq_job(claimed.id), keys.EVENTS, keys.SCHEDULED,
-             keys.queue(queue), keys.LEASES],
+             keys.queue(queue), keys.LEASES, keys.CANCELLING],
             [claimed.id, claimed.attempt, outcome.state, time.time(), outcome.result,
              result_ttl_ms, "1" if outcome.inline else "0", outcome.error_type,
              outcome.error_message, outcome.traceback, outcome.exception, keys.FLOW_RUN_PREFIX,

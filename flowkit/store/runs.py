@@ -58,13 +58,13 @@ class TaskRunSpec:
 
 def create_flow_run(client: redis.Redis, flow_run_id: str, name: str, *, parameters: str = "{}",
                     tags: Iterable[str] = (), parent: str = "", kind: str = "flow",
-                    state: RunState = RunState.RUNNING) -> None:
+                    state: RunState = RunState.RUNNING, reply_to: str = "") -> None:
     """Record a new flow run in ``state`` and index it."""
     now = time.time()
     fields: dict[Any, Any] = {
         "id": flow_run_id, "name": name, "kind": kind, "state": state.value, "created": now,
         "started": now, "updated": now, "parameters": parameters, "tags": json.dumps(list(tags)),
-        "parent": parent, "n_total": 0,
+        "parent": parent, "n_total": 0, "reply_to": reply_to,
     }
     fields.update({f"n_{s.value}": 0 for s in ALL_STATES})
     pipe = client.pipeline(transaction=False)
@@ -248,3 +248,26 @@ def read_logs(client: redis.Redis, flow_run_id: str, after: str = "-",
     start = after if after == "-" else f"({after}"
     entries = call(client, client.xrange, keys.logs(flow_run_id), start, "+", count)
     return [(entry_id.decode(), _decode(fields)) for entry_id, fields in entries]
+
+
+def cancel(client: redis.Redis, *, flow_run_id: str = "", task_run_ids: Iterable[str] = (),
+           message: str = "cancelled") -> tuple[int, int]:
+    """Cancel a flow run's task runs, or the given ones: ``(dropped from queues, running
+    attempts flagged for their supervisors to kill)``. The flow run itself ends CANCELLED and
+    the driver running it is told."""
+    dropped, flagged = call(client, lua.run, client, "cancel",
+                            [keys.CANCELLING, keys.SCHEDULED, keys.EVENTS],
+                            [time.time(), keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
+                             keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX, REPLY_MAXLEN, message,
+                             flow_run_id, *task_run_ids])
+    if flow_run_id:
+        run = get_flow_run(client, flow_run_id) or {}
+        state = RunState(run.get("state", "running"))
+        if not state.is_terminal:
+            set_flow_run_state(client, flow_run_id, state, RunState.CANCELLED,
+                               error_type="flowkit.errors.CancelledRun", error_message=message)
+        if run.get("reply_to"):
+            call(client, client.xadd, run["reply_to"],
+                 {"kind": "cancel_flow", "id": flow_run_id, "message": message},
+                 maxlen=REPLY_MAXLEN, approximate=True)
+    return int(dropped), int(flagged)

@@ -2,7 +2,7 @@
 -- worker stopped renewing leases (killed, frozen, cut off), or the supervisor killed them for
 -- a hard timeout or a cancellation. Each is retried, dead-lettered or ended.
 -- KEYS[1] = leases sorted set (flowkit:leases)     KEYS[2] = dead-letter list
--- KEYS[3] = events stream
+-- KEYS[3] = events stream                        KEYS[4] = cancelling set
 -- ARGV[1] = now       ARGV[2] = 'expired' (every lease past due) or 'ids' (ARGV[12..])
 -- ARGV[3] = task run key prefix   ARGV[4] = flow run key prefix
 -- ARGV[5] = processing key prefix ARGV[6] = RQ queue key prefix   ARGV[7] = RQ job key prefix
@@ -27,6 +27,7 @@ for _, id in ipairs(ids) do
   local f = redis.call('HMGET', tr, 'state', 'attempt', 'worker', 'executor', 'flow_run_id',
                        'reply_to', 'queue', 'retries')
   redis.call('ZREM', KEYS[1], id)
+  redis.call('SREM', KEYS[4], id)
   if f[1] == 'running' then
     if f[4] then redis.call('LREM', ARGV[5] .. f[4], 0, id) end
     local message = ARGV[9]

@@ -3,7 +3,7 @@
 -- KEYS[3] = task run hash                        KEYS[4] = result key
 -- KEYS[5] = RQ job hash                          KEYS[6] = events stream
 -- KEYS[7] = scheduled sorted set                 KEYS[8] = the task's queue list
--- KEYS[9] = leases sorted set
+-- KEYS[9] = leases sorted set                   KEYS[10] = cancelling set
 -- ARGV[1] = task run id      ARGV[2] = attempt      ARGV[3] = new state
 -- ARGV[4] = now              ARGV[5] = sealed result bytes ('' when none)
 -- ARGV[6] = result ttl ms    ARGV[7] = '1' to put the result inside the reply message
@@ -22,6 +22,7 @@ if cur[1] ~= 'running' or cur[2] ~= attempt then
 end
 local fr = ARGV[12] .. cur[3]
 redis.call('ZREM', KEYS[9], id)
+redis.call('SREM', KEYS[10], id)
 if ARGV[16] ~= '' then
   cur[5] = ARGV[16]
   redis.call('HSET', tr, 'started', ARGV[16])

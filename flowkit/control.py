@@ -1,0 +1,24 @@
+"""Acting on runs from Python (the CLI's ``flowkit run cancel`` calls the same code)."""
+
+from __future__ import annotations
+
+
+def cancel_flow_run(flow_run_id: str, message: str = "cancelled by request") -> tuple[int, int]:
+    """Cancel a flow run: its queued task runs are dropped, running attempts are killed within
+    seconds, and the flow function, in whichever driver runs it, is interrupted with
+    :class:`~flowkit.CancelledRun`.
+
+    Returns:
+        (task runs dropped from queues, running attempts being stopped)
+
+    Raises:
+        RunNotFound: no flow run has that id.
+    """
+    from flowkit.errors import RunNotFound
+    from flowkit.runtime import get_runtime
+    from flowkit.store import runs
+
+    runtime = get_runtime()
+    if runs.get_flow_run(runtime.client, flow_run_id) is None:
+        raise RunNotFound(f"no flow run with id {flow_run_id!r}")
+    return runs.cancel(runtime.client, flow_run_id=flow_run_id, message=message)
