@@ -5,6 +5,7 @@ Workers import this module by name (``bench_tasks``), so its folder must be on P
 
 from __future__ import annotations
 
+import os
 import time
 
 from flowkit import task
@@ -37,3 +38,9 @@ def rq_sleep10ms(x: int) -> int:
 
 def rq_take_bytes(b: bytes) -> int:
     return len(b)
+
+
+@task(queue="bench-recovery")
+def sleep_then_pid(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()

@@ -266,8 +266,45 @@ def w5_import(system: System) -> dict[str, Any]:
     return {"import_s": min(times)}
 
 
+RECOVERY_LEASE_SECONDS = 5.0
+
+
+def w6_recovery(system: System) -> dict[str, Any]:
+    """Seconds from SIGKILL of a whole worker (supervisor and executors) running a task to the
+    task's result, with a second worker idle and waiting. RQ has no lease: its dead worker's
+    job stays 'started' until a maintenance pass past the worker's TTL, so it is not run."""
+    if not isinstance(system, FlowkitSystem):
+        raise NotImplementedError
+    from flowkit.store.queue import live_workers_for
+
+    env = {**system.env, "FLOWKIT_LEASE_SECONDS": str(RECOVERY_LEASE_SECONDS),
+           "FLOWKIT_HEARTBEAT_SECONDS": "1"}
+    cmd = [sys.executable, "-m", "flowkit", "worker", "start", "-c", "1", "-q", "bench-recovery",
+           "--redis-url", system.url]
+    doomed = spawn(cmd, env, system.home / "recovery-doomed.log")
+    survivor: subprocess.Popen[bytes] | None = None
+    try:
+        wait_until(lambda: live_workers_for(system.client, "bench-recovery") >= 1, 20, "worker")
+        future = bench_tasks.sleep_then_pid.submit(0.5)
+        key = f"flowkit:taskrun:{future.task_run_id}"
+        wait_until(lambda: system.client.hget(key, "state") == b"running", 20, "the task")
+        survivor = spawn(cmd, env, system.home / "recovery-survivor.log")
+        wait_until(lambda: live_workers_for(system.client, "bench-recovery") >= 2, 20, "worker 2")
+        os.killpg(doomed.pid, signal.SIGKILL)
+        killed = time.perf_counter()
+        pid = future.result(timeout=RECOVERY_LEASE_SECONDS + 30)
+        recovered = time.perf_counter() - killed
+        if pid == doomed.pid:
+            raise AssertionError("the result came from the killed worker")
+        return {"recovery_s": recovered}
+    finally:
+        doomed.wait(timeout=5)
+        if survivor is not None:
+            stop_procs([survivor])
+
+
 WORKLOADS: list[Callable[[System], dict[str, Any]]] = [
-    w1_throughput, w2_latency, w3_sleep, w4_bytes, w5_import]
+    w1_throughput, w2_latency, w3_sleep, w4_bytes, w5_import, w6_recovery]
 
 
 @dataclass(frozen=True)
@@ -287,6 +324,8 @@ METRICS = [
     Metric("w3_seconds", "W3 200 x sleep 10 ms (ideal 1.0), median of 3", "s", False, 1.1),
     Metric("w4_rate", "W4 200 tasks x 1 MiB argument, median of 3", "tasks/s", True, 300),
     Metric("import_s", "import time, best of 5", "s", False, 0.3),
+    Metric("recovery_s", f"recovery after worker SIGKILL (lease {RECOVERY_LEASE_SECONDS:g} s)",
+           "s", False, RECOVERY_LEASE_SECONDS + 2),
     Metric("w1_cmds", "W1 Redis commands/task (incl. in Lua)", "cmds", False),
     Metric("w1_reads", "W1 Redis read events/task (round trips)", "reads", False),
     Metric("w1_lua", "W1 Lua script calls/task", "calls", False),
