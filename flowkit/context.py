@@ -18,6 +18,7 @@ class FlowRunContext:
     flow_name: str
     log_prints: bool = False
     futures: list[TaskFuture[Any]] = field(default_factory=list)
+    parameters: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -122,7 +122,8 @@ class Flow(Generic[P, R]):
             install_print_capture()
         attempt = 1
         while True:
-            ctx = FlowRunContext(flow_run_id, self.name, log_prints=self.log_prints)
+            ctx = FlowRunContext(flow_run_id, self.name, log_prints=self.log_prints,
+                                 parameters=dict(bound.arguments))
             token = flow_run_ctx.set(ctx)
             runtime.flow_started(flow_run_id)
             try:

@@ -23,6 +23,12 @@ class ResultRef:
     """Stands in an envelope for the value of an upstream task run; the worker loads it."""
 
     task_run_id: str
+    #: The upstream's cache key, if it has one: it stands for the value in cache keys.
+    cache_key: str = ""
+
+    def __flowkit_hash__(self) -> str:
+        """In a downstream cache key, an upstream is its own cache key (or its unique run)."""
+        return f"cache:{self.cache_key}" if self.cache_key else f"run:{self.task_run_id}"
 
 
 class TaskFuture(Generic[R]):
@@ -42,6 +48,8 @@ class TaskFuture(Generic[R]):
         self._lock = threading.Lock()
         #: True once the caller looked at the outcome (result() or exception()).
         self.observed = False
+        #: The run's cache key ("" when the task does not cache).
+        self.cache_key = ""
 
     def __repr__(self) -> str:
         return f"TaskFuture({self.task_name!r}, id={self.task_run_id!r}, state={self.state.value})"

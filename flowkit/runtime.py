@@ -113,10 +113,12 @@ class Runtime:
             ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
                                                        ctypes.py_object(CancelledRun))
 
-    def submit(self, specs: list[runs.TaskRunSpec],
-               upstreams: list[list[TaskFuture[Any]]]) -> list[TaskFuture[Any]]:
+    def submit(self, specs: list[runs.TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
+               cache: runs.CacheSettings | None = None) -> list[TaskFuture[Any]]:
         """Write and queue task runs; those with unfinished upstream futures wait here."""
         futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
+        for spec, future in zip(specs, futures):
+            future.cache_key = spec.cache_key
         failed_upstream: list[tuple[_Held, TaskFuture[Any]]] = []
         with self._lock:
             for spec, future, ups in zip(specs, futures, upstreams):
@@ -131,7 +133,7 @@ class Runtime:
                         self._dependents.setdefault(upstream_id, []).append(spec.id)
                     if bad is not None:
                         failed_upstream.append((held, bad))
-        runs.enqueue_task_runs(self.client, specs)
+        runs.enqueue_task_runs(self.client, specs, cache)
         for held, bad in failed_upstream:
             with self._lock:
                 self._held.pop(held.spec.id, None)

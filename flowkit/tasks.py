@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import json
+from dataclasses import dataclass
 from typing import (TYPE_CHECKING, Any, Callable, Generic, Iterable, ParamSpec, TypeVar,
                     overload)
 
@@ -15,8 +17,9 @@ from flowkit.errors import ConfigurationError
 from flowkit.futures import ResultRef, TaskFuture
 
 if TYPE_CHECKING:
+    from flowkit.caching import CacheKey, CachePolicy
     from flowkit.runtime import Runtime
-    from flowkit.store.runs import TaskRunSpec
+    from flowkit.store.runs import CacheSettings, TaskRunSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -93,7 +96,7 @@ def _replace_futures(value: Any, found: list[TaskFuture[Any]], depth: int = 0) -
     """Swap futures (also inside lists, tuples, sets and dicts) for ResultRefs."""
     if isinstance(value, TaskFuture):
         found.append(value)
-        return ResultRef(value.task_run_id)
+        return ResultRef(value.task_run_id, value.cache_key)
     if depth > 3:
         return value
     if isinstance(value, (list, tuple)) and any(isinstance(v, (TaskFuture, list, tuple, dict))
@@ -118,9 +121,15 @@ class Task(Generic[P, R]):
         self.options = options
         self.__doc__ = fn.__doc__
         self.__wrapped__ = fn
-        self._param_names = [p.name for p in inspect.signature(fn).parameters.values()
+        self._signature = inspect.signature(fn)
+        self._param_names = [p.name for p in self._signature.parameters.values()
                              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         self._pickled: tuple[str, bytes] | None = None
+        self._policy: CachePolicy | None = None
+        if options.cache_policy is not None or options.cache_key_fn is not None:
+            from flowkit.caching import resolve_policy
+
+            self._policy = resolve_policy(options.cache_policy, options.cache_key_fn)
 
     @property
     def name(self) -> str:
@@ -131,7 +140,9 @@ class Task(Generic[P, R]):
 
     def with_options(self, **changes: Any) -> Task[P, R]:
         """A copy of this task with some options changed."""
-        merged = {**self.options.model_dump(), **changes}
+        # Not model_dump(): it would turn policy objects and callables into plain dicts.
+        merged = {**{name: getattr(self.options, name) for name in TaskOptions.model_fields},
+                  **changes}
         if "tags" in changes:
             merged["tags"] = frozenset(changes["tags"])
         return Task(self.fn, TaskOptions(**merged))
@@ -172,7 +183,6 @@ class Task(Generic[P, R]):
     def _submit_calls(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
                       ) -> list[TaskFuture[R]]:
         from flowkit.runtime import get_runtime
-        from flowkit.store.runs import TaskRunSpec, new_id
 
         runtime = get_runtime()
         flow_ctx = flow_run_ctx.get()
@@ -180,56 +190,94 @@ class Task(Generic[P, R]):
         log_prints = self.options.log_prints
         if log_prints is None:
             log_prints = bool(flow_ctx and flow_ctx.log_prints)
-        digest, blob = self._function_blob()
         queue = self.options.queue or runtime.settings.default_queue
-        exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue}
-        # Pickle every call first: one that cannot travel raises before anything is queued.
-        # Past KEEP_PICKLED_BYTES the bytes are dropped and pickled again when sent: cheaper
-        # than keeping a large map's every argument in memory at once.
-        prepared: list[tuple[bytes | None, str, list[TaskFuture[Any]], tuple[Any, ...],
-                             dict[str, Any]]] = []
+        exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue,
+                     "cached": self._policy is not None}
+        prepared = self._prepare(calls, exec_opts, flow_run_id,
+                                 flow_ctx.parameters if flow_ctx else {})
+        digest, blob = self._function_blob()
+        runtime.store_function(digest, blob)
+        futures = self._send(runtime, prepared, exec_opts, flow_run_id, queue, digest)
+        if flow_ctx is not None:
+            flow_ctx.futures.extend(futures)
+        return futures
+
+    def _prepare(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+                 exec_opts: dict[str, Any], flow_run_id: str,
+                 flow_parameters: dict[str, Any]) -> list[_PreparedCall]:
+        """Pickle (and key) every call first: one that cannot travel, or cannot be hashed for
+        its cache key, raises before anything is queued. Past KEEP_PICKLED_BYTES the bytes are
+        dropped and pickled again when sent: cheaper than holding a whole large map."""
+        from flowkit.store.runs import new_id
+
+        prepared = []
         kept = 0
         for args, kwargs in calls:
             found: list[TaskFuture[Any]] = []
             args = tuple(_replace_futures(a, found) for a in args)
             kwargs = {k: _replace_futures(v, found) for k, v in kwargs.items()}
-            body: bytes | None = self._dump_body(args, kwargs, exec_opts)
-            kept += len(body)  # type: ignore[arg-type]
-            if kept > KEEP_PICKLED_BYTES:
-                body = None
-            prepared.append((body, self._preview(args, kwargs), found, args, kwargs))
-        runtime.store_function(digest, blob)
-        # Then sign and queue chunk by chunk: workers start on the first chunk while later
-        # ones are still being signed, and a sender thread writes one chunk to Redis while
-        # this thread signs the next (hashing and socket writes release the GIL).
-        sender = _ChunkSender(runtime)
+            call = _PreparedCall(new_id(), args, kwargs, found, self._preview(args, kwargs))
+            body = self._dump_body(args, kwargs, exec_opts)
+            kept += len(body)
+            call.body = body if kept <= KEEP_PICKLED_BYTES else None
+            if self._policy is not None:
+                call.cache_key = self._cache_key(call, flow_run_id, flow_parameters)
+            prepared.append(call)
+        return prepared
+
+    def _cache_key(self, call: _PreparedCall, flow_run_id: str,
+                   flow_parameters: dict[str, Any]) -> CacheKey | None:
+        """The call's cache key. Policy keys are scoped to the task (two tasks with equal
+        inputs must not share results); a ``cache_key_fn`` key is the user's to share."""
+        from flowkit.caching import CacheContext, CacheKey, CacheKeyFnPolicy
+
+        bound = self._signature.bind(*call.args, **call.kwargs)
+        bound.apply_defaults()
+        context = CacheContext(self.name, self.fn, flow_run_id, call.id, flow_parameters)
+        key = self._policy.compute_key(context, dict(bound.arguments))  # type: ignore[union-attr]
+        if key is None or isinstance(self._policy, CacheKeyFnPolicy):
+            return key
+        return CacheKey.from_parts({"task": self.name, **key.parts})
+
+    def _send(self, runtime: Runtime, prepared: list[_PreparedCall], exec_opts: dict[str, Any],
+              flow_run_id: str, queue: str, digest: str) -> list[TaskFuture[R]]:
+        """Sign and queue chunk by chunk: workers start on the first chunk while later ones are
+        still being signed, and a sender thread writes one chunk to Redis while this thread
+        signs the next (hashing and socket writes release the GIL)."""
+        from flowkit.store.runs import CacheSettings, TaskRunSpec
+
+        expiration = self.options.cache_expiration
+        cache = CacheSettings(
+            expiration_ms=int(expiration.total_seconds() * 1000) if expiration else None,
+            refresh=bool(self.options.refresh_cache),
+            result_ttl_ms=runtime.settings.result_ttl_seconds * 1000,
+            inline_bytes=runtime.settings.inline_result_bytes)
+        sender = _ChunkSender(runtime, cache)
         specs: list[TaskRunSpec] = []
         upstreams: list[list[TaskFuture[Any]]] = []
         size, chunk_runs = 0, FIRST_CHUNK_RUNS
-        for index, (kept_body, preview, found, args, kwargs) in enumerate(prepared):
-            body = kept_body if kept_body is not None else self._dump_body(args, kwargs,
-                                                                           exec_opts)
-            task_run_id = new_id()
+        for index, call in enumerate(prepared):
+            body = call.body if call.body is not None else self._dump_body(
+                call.args, call.kwargs, exec_opts)
             specs.append(TaskRunSpec(
-                id=task_run_id, flow_run_id=flow_run_id, task_name=self.name, queue=queue,
+                id=call.id, flow_run_id=flow_run_id, task_name=self.name, queue=queue,
                 envelope=serializers.build_envelope(runtime.key, task_name=self.name,
-                                                    task_run_id=task_run_id, fn_digest=digest,
+                                                    task_run_id=call.id, fn_digest=digest,
                                                     body=body),
-                body=body, reply_to=runtime.reply_key, parameters=preview,
+                body=body, reply_to=runtime.reply_key, parameters=call.preview,
                 tags=sorted(self.options.tags), retries=self.options.retries,
-                upstream=[f.task_run_id for f in found]))
-            upstreams.append(found)
-            prepared[index] = (None, "", [], (), {})  # the call now lives in its spec only
+                upstream=[f.task_run_id for f in call.upstream],
+                cache_key=call.cache_key.key if call.cache_key else "",
+                cache_parts=json.dumps(call.cache_key.parts) if call.cache_key else ""))
+            upstreams.append(call.upstream)
+            prepared[index] = _SENT  # the call now lives in its spec only
             size += len(body)
             if (size >= SUBMIT_CHUNK_BYTES or len(specs) >= chunk_runs
                     or index == len(prepared) - 1):
                 sender.send(specs, upstreams)
                 specs, upstreams, size = [], [], 0
                 chunk_runs = min(2 * chunk_runs, MAX_CHUNK_RUNS)
-        futures: list[TaskFuture[R]] = sender.futures()
-        if flow_ctx is not None:
-            flow_ctx.futures.extend(futures)
-        return futures
+        return sender.futures()
 
     def _dump_body(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                    exec_opts: dict[str, Any]) -> bytes:
@@ -242,11 +290,28 @@ class Task(Generic[P, R]):
         return serializers.json_preview(named)
 
 
+@dataclass
+class _PreparedCall:
+    """One call of a submit between validation and sending."""
+
+    id: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    upstream: list[TaskFuture[Any]]
+    preview: str
+    body: bytes | None = None
+    cache_key: CacheKey | None = None
+
+
+_SENT = _PreparedCall("", (), {}, [], "")
+
+
 class _ChunkSender:
     """Queues chunks of a submit in order: the first at once, later ones from a thread."""
 
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: Runtime, cache: CacheSettings) -> None:
         self.runtime = runtime
+        self.cache = cache
         self.pool: Any = None
         self.pending: list[Any] = []
 
@@ -256,9 +321,10 @@ class _ChunkSender:
 
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowkit-submit")
         if self.pool is None:
-            self.pending.append(self.runtime.submit(specs, upstreams))
+            self.pending.append(self.runtime.submit(specs, upstreams, self.cache))
         else:
-            self.pending.append(self.pool.submit(self.runtime.submit, specs, upstreams))
+            self.pending.append(self.pool.submit(self.runtime.submit, specs, upstreams,
+                                                 self.cache))
 
     def futures(self) -> list[TaskFuture[Any]]:
         """All futures, in call order, once every chunk is queued (re-raises a send error)."""

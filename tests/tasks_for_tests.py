@@ -77,3 +77,20 @@ def sleep_ignoring_signals(seconds: float) -> str:
     signal.signal(signal.SIGALRM, signal.SIG_IGN)
     time.sleep(seconds)
     return "woke up"
+
+
+from flowkit.caching import INPUTS, TASK_SOURCE  # noqa: E402
+
+
+@task(cache_policy=INPUTS + TASK_SOURCE)
+def cached_count(marker: str, payload: object = None, delay: float = 0.0) -> str:
+    """Record each real execution in ``marker``; the return value says which one it was."""
+    with open(marker, "a") as f:
+        f.write("x\n")
+    time.sleep(delay)
+    with open(marker) as f:
+        return f"execution {len(f.read().split())}"
+
+
+class Opaque:
+    """Picklable, but with no stable encoding for a cache key."""

@@ -45,6 +45,7 @@ class Attempt:
 
     outcome: Outcome
     queue: str
+    cached: bool = False  #: the task run has a cache key
 
 
 def _qualified(exc_type: type[BaseException]) -> str:
@@ -109,6 +110,9 @@ def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     started = time.time()
     attempt = _run_attempt(ctx, claimed)
     attempt.outcome.started = started
+    # Failures always settle: a failed leader must hand its cache key to a waiting call even
+    # when the failure came before its options could be read.
+    attempt.outcome.settles_cache = attempt.cached or attempt.outcome.state != "completed"
     return attempt
 
 
@@ -153,7 +157,7 @@ def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     except SerializationError as exc:
         return Attempt(_failure(ctx, exc, retry_delay=None), queue)
     return Attempt(Outcome("completed", payload, inline=len(payload) <= ctx.inline_result_bytes),
-                   queue)
+                   queue, cached=bool(opts.get("cached")))
 
 
 def _retry_for(opts: dict[str, Any], claimed: Claim, task_name: str, fn: Callable[..., Any],

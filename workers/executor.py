@@ -139,6 +139,9 @@ class Executor:
             for claimed, attempt in done:
                 queue_store.finish(self.client, pipe, self.worker_id, self.executor_id, claimed,
                                    attempt.queue, attempt.outcome, self.result_ttl_ms)
+            queue_store.settle_cache(
+                self.client, [c.id for c, a in done if a.outcome.settles_cache],
+                self.result_ttl_ms, self.ctx.inline_result_bytes, pipe=pipe)
             if give_back:
                 queue_store.release(self.client, self.worker_id, self.executor_id,
                                     [c.id for c in give_back], pipe=pipe)

@@ -64,6 +64,9 @@ class WorkerSupervisor:
                       Slot(slot_dir() / f"flowkit-{self.worker_id}.{i}.slot", create=True))
             for i in range(concurrency)]
         self.stopping = False
+        self.limits = queue_store.Limits(self.settings.max_crashes,
+                                         self.settings.result_ttl_seconds * 1000,
+                                         self.settings.inline_result_bytes)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """First signal: drain. Executors get the same request."""
@@ -160,7 +163,7 @@ class WorkerSupervisor:
 
     def _reap(self) -> None:
         """Crash the attempts of workers that stopped renewing their leases."""
-        reaped = queue_store.reap_expired_leases(self.client, self.settings.max_crashes)
+        reaped = queue_store.reap_expired_leases(self.client, self.limits)
         if reaped:
             logger.warning("worker %s: leases expired for %s; those attempts crashed",
                            self.worker_id, ", ".join(reaped))
@@ -182,8 +185,7 @@ class WorkerSupervisor:
         ex.killed_for = outcome
         ex.process.kill()
         ex.process.wait()
-        queue_store.end_unreported(self.client, outcome, message, [task_run_id],
-                                   self.settings.max_crashes)
+        queue_store.end_unreported(self.client, outcome, message, [task_run_id], self.limits)
         logger.warning("task run %s %s on executor %s", task_run_id, outcome, ex.executor_id)
 
     # -- executor exits ----------------------------------------------------------------------
@@ -209,7 +211,7 @@ class WorkerSupervisor:
             queue_store.end_unreported(
                 self.client, "crashed",
                 f"the executor process running this task exited with {_describe_exit(code)} "
-                f"on worker {self.worker_id}", [running.task_run_id], self.settings.max_crashes)
+                f"on worker {self.worker_id}", [running.task_run_id], self.limits)
         held = [i.decode() for i in call(self.client, self.client.lrange,
                                           keys.processing(ex.executor_id), 0, -1)]
         rest = [i for i in held if running is None or i != running.task_run_id]

@@ -181,3 +181,33 @@ def cancelled(flow_run_id: str, dropped: int, flagged: int, as_json: bool) -> No
         return
     _console.print(f"flow run {flow_run_id} [grey50]cancelled[/]: {dropped} queued task runs "
                    f"dropped, {flagged} running being stopped")
+
+
+def cache_explanation(info: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        _json(info)
+        return
+    if not info["cache_key"]:
+        _console.print(f"task run {info['task_run_id']} ({info['task_name']}) has no cache key: "
+                       "its task has no cache_policy or cache_key_fn, or the policy said "
+                       "not to cache this call")
+        return
+    status = ("answered from the cache" if info["hit"] else
+              "ran and refreshed the cache" if info["refresh"] else "computed (a cache miss)")
+    _console.print(f"task run {info['task_run_id']} ({info['task_name']}): {status}")
+    _console.print(f"cache key {info['cache_key']} "
+                   f"({'stored' if info['stored'] else 'not stored now'})")
+    table = Table(title="made of", title_justify="left")
+    table.add_column("part")
+    table.add_column("hash", overflow="fold")
+    for label, value in info["parts"].items():
+        table.add_row(label, value)
+    _console.print(table)
+
+
+def cache_cleared(count: int, task_name: str | None, as_json: bool) -> None:
+    if as_json:
+        _json({"deleted": count, "task": task_name})
+        return
+    _console.print(f"deleted {count} cached results" + (f" of task {task_name}" if task_name
+                                                        else ""))

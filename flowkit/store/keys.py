@@ -58,9 +58,13 @@ def task_run_history(task_run_id: str) -> str:
     return f"{TASK_RUN_PREFIX}{task_run_id}:history"
 
 
+#: Prefix of task run results.
+RESULT_PREFIX = PREFIX + "result:"
+
+
 def result(task_run_id: str) -> str:
     """Pickled return value of a completed task run."""
-    return f"{PREFIX}result:{task_run_id}"
+    return RESULT_PREFIX + task_run_id
 
 
 def function(digest: str) -> str:
@@ -112,5 +116,21 @@ CANCELLING = PREFIX + "cancelling"
 #: Prefix of executors' processing lists.
 PROCESSING_PREFIX = PREFIX + "processing:"
 
+#: Prefix of cache entries (sealed result bytes) by cache key; ``:lock`` and ``:waiters``
+#: suffixes hold the single-flight leader and the task runs waiting for it.
+CACHE_PREFIX = PREFIX + "cache:"
+#: Prefix of the set of cache keys written by one task (the rest is the task name).
+CACHE_INDEX_PREFIX = PREFIX + "cacheindex:"
+
 #: Sorted set of task runs waiting out a retry delay: member "<queue key>|<id>", score due time.
 SCHEDULED = PREFIX + "scheduled"
+
+
+def cache(cache_key: str) -> str:
+    """The cached result for ``cache_key`` (sealed result bytes)."""
+    return CACHE_PREFIX + cache_key
+
+
+def cache_index(task_name: str) -> str:
+    """Set of the cache keys a task has written (for ``flowkit cache clear --task``)."""
+    return CACHE_INDEX_PREFIX + task_name

@@ -47,6 +47,8 @@ class Outcome:
     exception: bytes = b""
     retry_delay: float | None = None
     started: float | None = None
+    #: The task run has a cache key: its end settles the cache (store, answer waiters).
+    settles_cache: bool = False
 
 
 def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[str], *,
@@ -61,24 +63,35 @@ def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[st
                     INLINE_BODY_BYTES, executor_id, lease_seconds], pipe=pipe)
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Settings the recovery scripts need, passed down from the worker's Settings."""
+
+    max_crashes: int = 3
+    result_ttl_ms: int = 7 * 24 * 3600 * 1000
+    inline_bytes: int = 64 * 1024
+
+
 def end_unreported(client: redis.Redis, outcome: str, message: str, task_run_ids: list[str],
-                   max_crashes: int) -> list[str]:
+                   limits: Limits) -> list[str]:
     """End attempts that cannot report themselves (see crash.lua); returns the ids handled."""
-    return _crash(client, "ids", outcome, message, task_run_ids, max_crashes)
+    return _crash(client, "ids", outcome, message, task_run_ids, limits)
 
 
-def reap_expired_leases(client: redis.Redis, max_crashes: int) -> list[str]:
+def reap_expired_leases(client: redis.Redis, limits: Limits) -> list[str]:
     """Crash every attempt whose lease expired: its worker died or froze (see crash.lua)."""
-    return _crash(client, "expired", "crashed", "", [], max_crashes)
+    return _crash(client, "expired", "crashed", "", [], limits)
 
 
 def _crash(client: redis.Redis, mode: str, outcome: str, message: str, ids: list[str],
-           max_crashes: int) -> list[str]:
+           limits: Limits) -> list[str]:
     raw = lua.run(client, "crash", [keys.LEASES, keys.DEAD_LETTER, keys.EVENTS, keys.CANCELLING],
                   [time.time(), mode, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
                    keys.PROCESSING_PREFIX, keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX, outcome,
-                   message, max_crashes, REPLY_MAXLEN, *ids])
-    return [i.decode() for i in raw]
+                   message, limits.max_crashes, REPLY_MAXLEN, *ids])
+    handled = [i.decode() for i in raw]
+    settle_cache(client, handled, limits.result_ttl_ms, limits.inline_bytes)
+    return handled
 
 
 def promote_due_retries(client: redis.Redis) -> int:
@@ -92,6 +105,19 @@ def cancel_requested(client: redis.Redis, task_run_ids: list[str]) -> list[str]:
         return []
     flags = call(client, client.smismember, keys.CANCELLING, task_run_ids)
     return [i for i, flag in zip(task_run_ids, flags) if flag]
+
+
+def settle_cache(client: redis.Redis, task_run_ids: list[str], result_ttl_ms: int,
+                 inline_bytes: int, pipe: Any = None) -> Any:
+    """Store results under their cache keys and answer or hand over to waiting calls
+    (see settle.lua); a no-op for task runs without a cache key."""
+    if not task_run_ids:
+        return None
+    return lua.run(client, "settle", [keys.EVENTS],
+                   [time.time(), keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
+                    keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX, keys.RESULT_PREFIX,
+                    keys.CACHE_PREFIX, keys.CACHE_INDEX_PREFIX, result_ttl_ms, REPLY_MAXLEN,
+                    inline_bytes, *task_run_ids], pipe=pipe)
 
 
 def renew_leases(client: redis.Redis, worker_id: str, task_run_ids: list[str],

@@ -54,6 +54,8 @@ class TaskRunSpec:
     retries: int = 0
     held: bool = False
     upstream: list[str] = field(default_factory=list)
+    cache_key: str = ""
+    cache_parts: str = ""
 
 
 def create_flow_run(client: redis.Redis, flow_run_id: str, name: str, *, parameters: str = "{}",
@@ -110,20 +112,36 @@ def _rq_data_template() -> tuple[bytes, bytes]:
 _RQ_DATA = _rq_data_template()
 
 
-def enqueue_task_runs(client: redis.Redis, specs: list[TaskRunSpec]) -> None:
-    """Write task runs and queue the ready ones: one script call per 500 runs.
+@dataclass(frozen=True)
+class CacheSettings:
+    """How the task runs of one submit use the cache."""
+
+    expiration_ms: int | None = None
+    refresh: bool = False
+    result_ttl_ms: int = 7 * 24 * 3600 * 1000
+    inline_bytes: int = 64 * 1024
+
+
+def enqueue_task_runs(client: redis.Redis, specs: list[TaskRunSpec],
+                      cache: CacheSettings | None = None) -> None:
+    """Write task runs and queue the ready ones (or answer them from the cache): one script
+    call per chunk of runs.
 
     All specs of one call share task, flow run, queue and driver (one ``submit``/``map``).
     """
     if not specs:
         return
+    cache = cache or CacheSettings()
     first = specs[0]
     now = time.time()
     shared = [now, _iso(now), first.flow_run_id, first.task_name, first.queue, first.reply_to,
               json.dumps(first.tags), first.retries, keys.TASK_RUN_PREFIX, keys.RQ_JOB_PREFIX,
-              *_RQ_DATA]
+              *_RQ_DATA, keys.CACHE_PREFIX,
+              "" if cache.expiration_ms is None else cache.expiration_ms,
+              "1" if cache.refresh else "0", keys.RESULT_PREFIX, cache.result_ttl_ms,
+              REPLY_MAXLEN, cache.inline_bytes]
     script_keys = [keys.queue(first.queue), keys.flow_run(first.flow_run_id),
-                   keys.flow_run_tasks(first.flow_run_id), keys.RQ_QUEUES]
+                   keys.flow_run_tasks(first.flow_run_id), keys.RQ_QUEUES, keys.EVENTS]
     call(client, lua.execute, client, lambda pipe: _queue_enqueue(client, pipe, specs, shared,
                                                                   script_keys))
 
@@ -139,9 +157,9 @@ def _queue_enqueue(client: redis.Redis, pipe: Any, specs: list[TaskRunSpec], sha
             pipe.hset(keys.rq_job(spec.id), "flowkit_body", body)
             body = b""
         args += [spec.id, spec.envelope, body, spec.parameters, "1" if spec.held else "0",
-                 ",".join(spec.upstream)]
+                 ",".join(spec.upstream), spec.cache_key, spec.cache_parts]
         size += len(spec.body)
-        if len(args) - len(shared) >= 6 * ENQUEUE_CHUNK_RUNS or size >= ENQUEUE_CHUNK_BYTES:
+        if len(args) - len(shared) >= 8 * ENQUEUE_CHUNK_RUNS or size >= ENQUEUE_CHUNK_BYTES:
             lua.run(client, "enqueue", script_keys, args, pipe=pipe)
             args, size = list(shared), 0
     if len(args) > len(shared):
@@ -251,15 +269,19 @@ def read_logs(client: redis.Redis, flow_run_id: str, after: str = "-",
 
 
 def cancel(client: redis.Redis, *, flow_run_id: str = "", task_run_ids: Iterable[str] = (),
-           message: str = "cancelled") -> tuple[int, int]:
+           message: str = "cancelled", result_ttl_ms: int = 7 * 24 * 3600 * 1000,
+           inline_bytes: int = 64 * 1024) -> tuple[int, int]:
     """Cancel a flow run's task runs, or the given ones: ``(dropped from queues, running
     attempts flagged for their supervisors to kill)``. The flow run itself ends CANCELLED and
     the driver running it is told."""
-    dropped, flagged = call(client, lua.run, client, "cancel",
+    from flowkit.store.queue import settle_cache
+
+    flagged, *dropped = call(client, lua.run, client, "cancel",
                             [keys.CANCELLING, keys.SCHEDULED, keys.EVENTS],
                             [time.time(), keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
                              keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX, REPLY_MAXLEN, message,
                              flow_run_id, *task_run_ids])
+    settle_cache(client, [i.decode() for i in dropped], result_ttl_ms, inline_bytes)
     if flow_run_id:
         run = get_flow_run(client, flow_run_id) or {}
         state = RunState(run.get("state", "running"))
@@ -270,4 +292,26 @@ def cancel(client: redis.Redis, *, flow_run_id: str = "", task_run_ids: Iterable
             call(client, client.xadd, run["reply_to"],
                  {"kind": "cancel_flow", "id": flow_run_id, "message": message},
                  maxlen=REPLY_MAXLEN, approximate=True)
-    return int(dropped), int(flagged)
+    return len(dropped), int(flagged)
+
+
+def cache_entry_exists(client: redis.Redis, cache_key: str) -> bool:
+    """Whether a result is stored under ``cache_key``."""
+    return bool(call(client, client.exists, keys.cache(cache_key)))
+
+
+def clear_cache(client: redis.Redis, task_name: str | None = None) -> int:
+    """Delete cached results, all or those one task wrote; returns how many were deleted."""
+    if task_name is not None:
+        index_keys = [keys.cache_index(task_name)]
+    else:
+        index_keys = [k.decode() for k in call(client, lambda: list(
+            client.scan_iter(match=keys.CACHE_INDEX_PREFIX + "*", count=1000)))]
+    deleted = 0
+    for index in index_keys:
+        cache_keys = [k.decode() for k in call(client, client.smembers, index)]
+        for start in range(0, len(cache_keys), 500):
+            chunk = [keys.cache(k) for k in cache_keys[start:start + 500]]
+            deleted += int(call(client, client.delete, *chunk))
+        call(client, client.delete, index)
+    return deleted

@@ -5,14 +5,14 @@
 -- ARGV[4] = RQ queue key prefix   ARGV[5] = RQ job key prefix        ARGV[6] = reply max length
 -- ARGV[7] = message               ARGV[8] = flow run id ('' = only the ids that follow)
 -- ARGV[9..] = task run ids
--- Returns {cancelled now, running and flagged}.
+-- Returns {running attempts flagged, ids of the task runs cancelled at once...}.
 local now = tonumber(ARGV[1])
 local ids = {}
 if ARGV[8] ~= '' then
   ids = redis.call('ZRANGE', ARGV[3] .. ARGV[8] .. ':tasks', 0, -1)
 end
 for i = 9, #ARGV do table.insert(ids, ARGV[i]) end
-local dropped, flagged = 0, 0
+local dropped, flagged = {}, 0
 for _, id in ipairs(ids) do
   local tr = ARGV[2] .. id
   local f = redis.call('HMGET', tr, 'state', 'flow_run_id', 'reply_to', 'queue', 'attempt')
@@ -36,11 +36,12 @@ for _, id in ipairs(ids) do
     end
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
                'flow_run_id', f[2], 'state', 'cancelled')
-    dropped = dropped + 1
+    table.insert(dropped, id)
   elseif state == 'running' then
     redis.call('SADD', KEYS[1], id)
     redis.call('HSET', tr, 'cancel_requested', now)
     flagged = flagged + 1
   end
 end
-return {dropped, flagged}
+table.insert(dropped, 1, flagged)
+return dropped
