@@ -44,3 +44,11 @@ def rq_take_bytes(b: bytes) -> int:
 def sleep_then_pid(seconds: float) -> int:
     time.sleep(seconds)
     return os.getpid()
+
+
+from flowkit.caching import INPUTS  # noqa: E402
+
+
+@task(queue="bench", cache_policy=INPUTS)
+def cached_noop(x: int) -> int:
+    return x

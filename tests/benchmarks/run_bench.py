@@ -303,8 +303,29 @@ def w6_recovery(system: System) -> dict[str, Any]:
             stop_procs([survivor])
 
 
+def w7_cache_hit(system: System) -> dict[str, Any]:
+    """Latency of a cache hit: submit + result of a call whose result is cached (the first
+    call computes it). RQ has no result cache."""
+    if not isinstance(system, FlowkitSystem):
+        raise NotImplementedError
+    from flowkit.states import RunState
+
+    if bench_tasks.cached_noop.submit(7).result(timeout=10) != 7:
+        raise AssertionError("cached_noop returned a wrong value")
+    latencies = []
+    for _ in range(200):
+        t0 = time.perf_counter()
+        future = bench_tasks.cached_noop.submit(7)
+        value = future.result(timeout=10)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        if value != 7 or future.state is not RunState.CACHED:
+            raise AssertionError("expected a cache hit")
+    return {"cache_hit_p50": statistics.median(latencies),
+            "cache_hit_p99": sorted(latencies)[int(0.99 * len(latencies)) - 1]}
+
+
 WORKLOADS: list[Callable[[System], dict[str, Any]]] = [
-    w1_throughput, w2_latency, w3_sleep, w4_bytes, w5_import, w6_recovery]
+    w1_throughput, w2_latency, w3_sleep, w4_bytes, w5_import, w6_recovery, w7_cache_hit]
 
 
 @dataclass(frozen=True)
@@ -324,6 +345,8 @@ METRICS = [
     Metric("w3_seconds", "W3 200 x sleep 10 ms (ideal 1.0), median of 3", "s", False, 1.1),
     Metric("w4_rate", "W4 200 tasks x 1 MiB argument, median of 3", "tasks/s", True, 300),
     Metric("import_s", "import time, best of 5", "s", False, 0.3),
+    Metric("cache_hit_p50", "cache hit, submit + result, p50", "ms", False, 1.0),
+    Metric("cache_hit_p99", "cache hit, submit + result, p99", "ms", False),
     Metric("recovery_s", f"recovery after worker SIGKILL (lease {RECOVERY_LEASE_SECONDS:g} s)",
            "s", False, RECOVERY_LEASE_SECONDS + 2),
     Metric("w1_cmds", "W1 Redis commands/task (incl. in Lua)", "cmds", False),
