@@ -42,6 +42,14 @@ def test_worker_and_driver_survive_a_server_restart(workers, client, tmp_path,
         info = start_server(home, port=port, detach=False)  # reloads the AOF
 
         assert running.result(timeout=30) == "survived"
+        # Work queued while the server is restarted is not lost either.
+        queued = identity.with_options(queue="parked").map(range(30))
+        server = next(p for p in _started if p.pid == info.pid)
+        server.terminate()
+        server.wait(timeout=10)
+        info = start_server(home, port=port, detach=False)
+        workers.start("parked", concurrency=1, redis_url=info.url())
+        assert [f.result(timeout=30) for f in queued] == list(range(30))
         futures = identity.map(range(20))
         assert [f.result(timeout=30) for f in futures] == list(range(20))
         assert proc.poll() is None, workers.output(proc)
