@@ -35,7 +35,8 @@ def test_sigkill_of_a_whole_worker_loses_nothing(workers, client, tmp_path) -> N
     doomed = workers.start("default", concurrency=1, env=FAST_LEASES, name="doomed")
     workers.wait_registered(client)
     future = record_run.submit(str(marker), 1.0)
-    wait_until(lambda: _state(client, future.task_run_id) == "running", message="start")
+    # Kill once the body runs (claimed is not enough: the executor may still be unpickling).
+    wait_until(lambda: len(_executions(marker)) == 1, message="the body to start")
     survivor = workers.start("default", concurrency=1, env=FAST_LEASES, name="survivor")
     os.killpg(doomed.pid, signal.SIGKILL)  # the host "dies": supervisor and executors at once
     killed_at = time.monotonic()
@@ -57,7 +58,7 @@ def test_frozen_worker_cannot_write_a_stale_result(workers, client, tmp_path) ->
     frozen = workers.start("default", concurrency=1, env=FAST_LEASES, name="frozen")
     workers.wait_registered(client)
     future = record_run.submit(str(marker), 1.5, label=" (first)")
-    wait_until(lambda: _state(client, future.task_run_id) == "running", message="start")
+    wait_until(lambda: len(_executions(marker)) == 1, message="the body to start")
     os.killpg(frozen.pid, signal.SIGSTOP)
     try:
         workers.start("default", concurrency=1, env=FAST_LEASES, name="thawed-peer")
