@@ -81,11 +81,14 @@ def test_fresh_machine_runs_flow_and_keeps_history(home: Path, tmp_path: Path) -
 def test_server_start_prints_url_for_other_machines(home: Path, tmp_path: Path) -> None:
     port = free_port()
     env = _clean_env(home)
+    dashboard_port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "flowkit", "server", "start", "--host",
-                               "127.0.0.1", "--port", str(port)], env=env,
+                               "127.0.0.1", "--port", str(port), "--dashboard-port",
+                               str(dashboard_port)], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lines = [server.stdout.readline() for _ in range(5)]  # type: ignore[union-attr]
+        lines = [server.stdout.readline() for _ in range(6)]  # type: ignore[union-attr]
+        assert f"dashboard on http://127.0.0.1:{dashboard_port}/runs" in lines[-1]
         url = next(l.split("'")[1] for l in lines if "FLOWKIT_REDIS_URL" in l)
         key = next(l.split("'")[1] for l in lines if "FLOWKIT_SECRET_KEY" in l)
         assert f"127.0.0.1:{port}" in url and len(key) >= 32
@@ -100,6 +103,10 @@ def test_server_start_prints_url_for_other_machines(home: Path, tmp_path: Path) 
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=15) == 0
         assert done.stdout.strip() == "[0, 1, 8, 27, 64]", done.stderr
+        import httpx
+
+        listing = httpx.get(f"http://127.0.0.1:{dashboard_port}/api/runs", timeout=10).json()
+        assert [r["name"] for r in listing["runs"]] == ["cubes"]
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=15) == 0

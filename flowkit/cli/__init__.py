@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from flowkit._version import __version__
-from flowkit.cli import cache, runs, server, worker
+from flowkit.cli import cache, dashboard, runs, server, worker
 from flowkit.errors import ConfigurationError, FlowkitError, StoreConnectionError
 
 #: Exit code for Redis unreachable or misconfigured.
@@ -40,6 +40,7 @@ cli.add_command(server.server)
 cli.add_command(runs.run)
 cli.add_command(runs.queue)
 cli.add_command(cache.cache)
+cli.add_command(dashboard.dashboard)
 
 
 def main() -> None:

@@ -21,7 +21,9 @@ def server() -> None:
               help="Address to bind; 0.0.0.0 lets other machines' workers connect.")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="TCP port (default: FLOWKIT_SERVER_PORT, 6390).")
-def start(host: str, port: int | None) -> None:
+@click.option("--dashboard-port", type=click.IntRange(0, 65535), default=4200,
+              show_default=True, help="Serve the dashboard beside it on 127.0.0.1 (0: don't).")
+def start(host: str, port: int | None, dashboard_port: int) -> None:
     """Run the server in the foreground and print the URL other machines use."""
     from flowkit.embedded import running_server, start_server, stop_server
     from flowkit.settings import get_settings
@@ -42,6 +44,8 @@ def start(host: str, port: int | None) -> None:
     key = load_signing_key(secret, settings.home).secret.decode()
     click.echo(f"  export FLOWKIT_SECRET_KEY='{key}'")
     click.echo("  flowkit worker start")
+    if dashboard_port:
+        _serve_dashboard(info.url("127.0.0.1"), dashboard_port)
     sys.stdout.flush()
     stopping = {"flag": False}
 
@@ -61,6 +65,25 @@ def start(host: str, port: int | None) -> None:
         time.sleep(0.2)
     os.kill(info.pid, signal.SIGTERM)
     click.echo("server stopped")
+
+
+def _serve_dashboard(redis_url: str, port: int) -> None:
+    """Serve the dashboard from a thread of this process (loopback only)."""
+    import threading
+
+    from flowkit.cli.dashboard import build_app
+
+    try:
+        app = build_app(redis_url)
+    except Exception as exc:  # the server is useful without it: say why and go on
+        click.echo(f"dashboard not started: {exc}", err=True)
+        return
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    threading.Thread(target=uvicorn.Server(config).run, name="flowkit-dashboard",
+                     daemon=True).start()
+    click.echo(f"dashboard on http://127.0.0.1:{port}/runs")
 
 
 @server.command("stop")

@@ -82,9 +82,25 @@ def flow_run_tasks(flow_run_id: str) -> str:
     return f"{FLOW_RUN_PREFIX}{flow_run_id}:tasks"
 
 
+#: Prefix of the per-state flow run indexes (the rest is the state).
+FLOW_RUNS_STATE_PREFIX = PREFIX + "flowruns:state:"
+#: Prefix of queue statistics hashes: ``running`` and ``done:<minute>``/``failed:<minute>``.
+QUEUE_STATS_PREFIX = PREFIX + "queuestats:"
+
+
 def flow_runs_in_state(state: str) -> str:
     """Sorted set of flow run ids currently in ``state``, by creation time."""
-    return f"{PREFIX}flowruns:state:{state}"
+    return FLOW_RUNS_STATE_PREFIX + state
+
+
+def flow_runs_named(name: str) -> str:
+    """Sorted set of the ids of flow runs with this name, by creation time."""
+    return f"{PREFIX}flowruns:name:{name}"
+
+
+def queue_stats(name: str) -> str:
+    """Hash of queue ``name``'s counters, maintained by the scripts at every transition."""
+    return QUEUE_STATS_PREFIX + name
 
 
 def logs(flow_run_id: str) -> str:

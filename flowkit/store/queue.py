@@ -60,7 +60,8 @@ def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[st
                     *[keys.queue(q) for q in queues]],
                    [time.time(), worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
                     keys.RQ_JOB_PREFIX, taken, "1" if push else "0", limit,
-                    INLINE_BODY_BYTES, executor_id, lease_seconds], pipe=pipe)
+                    INLINE_BODY_BYTES, executor_id, lease_seconds, keys.QUEUE_STATS_PREFIX],
+                   pipe=pipe)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,8 @@ def _crash(client: redis.Redis, mode: str, outcome: str, message: str, ids: list
     raw = lua.run(client, "crash", [keys.LEASES, keys.DEAD_LETTER, keys.EVENTS, keys.CANCELLING],
                   [time.time(), mode, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
                    keys.PROCESSING_PREFIX, keys.RQ_QUEUE_PREFIX, keys.RQ_JOB_PREFIX, outcome,
-                   message, limits.max_crashes, REPLY_MAXLEN, *ids])
+                   message, limits.max_crashes, REPLY_MAXLEN, limits.result_ttl_ms,
+                   keys.QUEUE_STATS_PREFIX, keys.FLOW_RUNS_STATE_PREFIX, *ids])
     handled = [i.decode() for i in raw]
     settle_cache(client, handled, limits.result_ttl_ms, limits.inline_bytes)
     return handled
@@ -153,7 +155,7 @@ def release(client: redis.Redis, worker_id: str, executor_id: str, task_run_ids:
     """Give unstarted claims back to the front of their queues; see release.lua."""
     return lua.run(client, "release", [keys.processing(executor_id), keys.LEASES],
                    [worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX, keys.RQ_JOB_PREFIX,
-                    keys.RQ_QUEUE_PREFIX, *task_run_ids], pipe=pipe)
+                    keys.RQ_QUEUE_PREFIX, keys.QUEUE_STATS_PREFIX, *task_run_ids], pipe=pipe)
 
 
 def blocking_pop(client: redis.Redis, executor_id: str, queues: list[str],
@@ -178,12 +180,13 @@ def finish(client: redis.Redis, pipe: Any, worker_id: str, executor_id: str, cla
     lua.run(client, "finish",
             [keys.processing(executor_id), keys.worker(worker_id), keys.task_run(claimed.id),
              keys.result(claimed.id), keys.rq_job(claimed.id), keys.EVENTS, keys.SCHEDULED,
-             keys.queue(queue), keys.LEASES, keys.CANCELLING],
+             keys.queue(queue), keys.LEASES, keys.CANCELLING, keys.queue_stats(queue)],
             [claimed.id, claimed.attempt, outcome.state, time.time(), outcome.result,
              result_ttl_ms, "1" if outcome.inline else "0", outcome.error_type,
              outcome.error_message, outcome.traceback, outcome.exception, keys.FLOW_RUN_PREFIX,
              worker_id, "" if outcome.retry_delay is None else outcome.retry_delay,
-             REPLY_MAXLEN, "" if outcome.started is None else outcome.started], pipe=pipe)
+             REPLY_MAXLEN, "" if outcome.started is None else outcome.started,
+             keys.FLOW_RUNS_STATE_PREFIX], pipe=pipe)
 
 
 def register_worker(client: redis.Redis, worker_id: str, queues: list[str], concurrency: int,

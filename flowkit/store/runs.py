@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 RQ_FUNCTION = "flowkit.workers.rq_compat.run_task_run"
 #: Replies kept per driver stream before Redis trims the oldest.
 REPLY_MAXLEN = 200_000
+#: Pages read at most when filtering flow runs by state and name at once.
+MAX_FILTER_PAGES = 20
 #: Task runs per enqueue script call: bounds how long one call holds the server...
 ENQUEUE_CHUNK_RUNS = 500
 #: ...and how many envelope bytes it carries, so workers start on the first chunk early.
@@ -73,6 +75,7 @@ def create_flow_run(client: redis.Redis, flow_run_id: str, name: str, *, paramet
     pipe.hset(keys.flow_run(flow_run_id), mapping=fields)
     pipe.zadd(keys.FLOW_RUNS, {flow_run_id: now})
     pipe.zadd(keys.flow_runs_in_state(state.value), {flow_run_id: now})
+    pipe.zadd(keys.flow_runs_named(name), {flow_run_id: now})
     pipe.xadd(keys.EVENTS, {"kind": "flow", "id": flow_run_id, "state": state.value},
               maxlen=10_000, approximate=True)
     call(client, pipe.execute)
@@ -315,3 +318,80 @@ def clear_cache(client: redis.Redis, task_name: str | None = None) -> int:
             deleted += int(call(client, client.delete, *chunk))
         call(client, client.delete, index)
     return deleted
+
+
+def retry(client: redis.Redis, flow_run_id: str) -> tuple[int, int]:
+    """Queue a flow run's failed task runs again: ``(retried, no longer retryable)``."""
+    retried, skipped = call(client, lua.run, client, "retry",
+                            [keys.flow_run(flow_run_id), keys.flow_run_tasks(flow_run_id),
+                             keys.EVENTS],
+                            [time.time(), keys.TASK_RUN_PREFIX, keys.RQ_JOB_PREFIX,
+                             keys.RQ_QUEUE_PREFIX, keys.FLOW_RUNS_STATE_PREFIX, flow_run_id])
+    return int(retried), int(skipped)
+
+
+def search_flow_runs(client: redis.Redis, *, state: str | None = None, name: str | None = None,
+                     since: float | None = None, until: float | None = None,
+                     before: float | None = None, limit: int = 50) -> list[dict[str, str]]:
+    """One page of flow runs, newest first, by state or by name (an index each), in a time
+    range, created before the cursor ``before`` (the ``created`` of the previous page's last
+    row). Reads O(page) keys whatever the history; filtering by state and name at once reads a
+    bounded number of extra pages."""
+    index = (keys.flow_runs_in_state(state) if state else
+             keys.flow_runs_named(name) if name else keys.FLOW_RUNS)
+    filtering = bool(state and name)
+    high = "+inf"
+    if before is not None and (until is None or before <= until):
+        high = f"({before}"
+    elif until is not None:
+        high = str(until)
+    low = "-inf" if since is None else str(since)
+    rows: list[dict[str, str]] = []
+    for _ in range(MAX_FILTER_PAGES):
+        wanted = (limit - len(rows)) * (4 if filtering else 1)
+        batch = call(client, client.zrevrangebyscore, index, high, low, start=0, num=wanted,
+                     withscores=True)
+        pipe = client.pipeline(transaction=False)
+        for flow_run_id, _ in batch:
+            pipe.hgetall(keys.flow_run(flow_run_id.decode()))
+        for raw in call(client, pipe.execute) if batch else []:
+            if raw and len(rows) < limit and (not filtering or _decode(raw).get("name") == name):
+                rows.append(_decode(raw))
+        if not filtering or len(rows) >= limit or len(batch) < wanted:
+            break
+        high = f"({batch[-1][1]}"
+    return rows
+
+
+def count_flow_runs_by_state(client: redis.Redis) -> dict[str, int]:
+    """How many flow runs are in each state (one ZCARD per state index)."""
+    pipe = client.pipeline(transaction=False)
+    for state in ALL_STATES:
+        pipe.zcard(keys.flow_runs_in_state(state.value))
+    return {s.value: int(n) for s, n in zip(ALL_STATES, call(client, pipe.execute))}
+
+
+def tail_logs(client: redis.Redis, flow_run_id: str, count: int = 200
+              ) -> list[tuple[str, dict[str, str]]]:
+    """The last ``count`` log lines of a flow run, oldest first."""
+    entries = call(client, client.xrevrange, keys.logs(flow_run_id), "+", "-", count)
+    return [(entry_id.decode(), _decode(fields)) for entry_id, fields in reversed(entries)]
+
+
+def queue_throughput(client: redis.Redis, names: list[str], minutes: int = 15
+                     ) -> dict[str, dict[str, Any]]:
+    """Per queue: running attempts and task runs finished per minute over the last minutes."""
+    now_minute = int(time.time() // 60)
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hgetall(keys.queue_stats(name))
+    out: dict[str, dict[str, Any]] = {}
+    for name, raw in zip(names, call(client, pipe.execute)):
+        stats = _decode(raw)
+        done = [int(stats.get(f"done:{m}", 0)) for m in range(now_minute - minutes + 1,
+                                                                now_minute + 1)]
+        failed = [int(stats.get(f"failed:{m}", 0)) for m in range(now_minute - minutes + 1,
+                                                                    now_minute + 1)]
+        out[name] = {"running": max(0, int(stats.get("running", 0))), "done_per_minute": done,
+                     "failed_per_minute": failed}
+    return out

@@ -11,14 +11,14 @@
 -- ARGV[7] = '1' when that id still has to be pushed onto the processing list
 -- ARGV[8] = how many task runs to claim at most
 -- ARGV[9] = bodies larger than this many bytes are not returned (the caller fetches them)
--- ARGV[10] = executor id   ARGV[11] = lease seconds
+-- ARGV[10] = executor id   ARGV[11] = lease seconds   ARGV[12] = queue stats key prefix
 -- Returns a list of {id, envelope head, envelope body, attempt, flow_run_id, reply_to}; ids that are neither
 -- pending nor retrying (cancelled, already finished) are dropped from processing and skipped.
 local now = ARGV[1]
 
 local function take(id)
   local tr = ARGV[3] .. id
-  local f = redis.call('HMGET', tr, 'state', 'flow_run_id', 'reply_to')
+  local f = redis.call('HMGET', tr, 'state', 'flow_run_id', 'reply_to', 'queue')
   if f[1] ~= 'pending' and f[1] ~= 'retrying' then
     redis.call('LREM', KEYS[1], 0, id)
     return nil
@@ -27,6 +27,7 @@ local function take(id)
   redis.call('HSET', tr, 'state', 'running', 'started', now, 'worker', ARGV[2], 'updated', now,
              'executor', ARGV[10])
   redis.call('ZADD', KEYS[3], tonumber(now) + tonumber(ARGV[11]), id)
+  redis.call('HINCRBY', ARGV[12] .. (f[4] or ''), 'running', 1)
   local fr = ARGV[4] .. f[2]
   redis.call('HINCRBY', fr, 'n_' .. f[1], -1)
   redis.call('HINCRBY', fr, 'n_running', 1)

@@ -8,14 +8,30 @@
 -- ARGV[5] = processing key prefix ARGV[6] = RQ queue key prefix   ARGV[7] = RQ job key prefix
 -- ARGV[8] = outcome: 'crashed', 'timed_out' or 'cancelled'
 -- ARGV[9] = message   ARGV[10] = crashes before a task run is dead-lettered
--- ARGV[11] = reply stream max length   ARGV[12..] = task run ids (mode 'ids')
+-- ARGV[11] = reply stream max length   ARGV[12] = result ttl ms
+-- ARGV[13] = queue stats key prefix     ARGV[14] = key prefix of flow run indexes by state
+-- ARGV[15..] = task run ids (mode 'ids')
+-- A flow run retried from the dashboard has no driver: it closes itself when its last task
+-- run ends.
+local function close_if_done(fr, runs_state_prefix, t)
+  local c = redis.call('HMGET', fr, 'auto_close', 'n_pending', 'n_running', 'n_retrying',
+                       'n_failed', 'n_crashed', 'n_timed_out', 'state', 'id', 'created')
+  if c[1] ~= '1' then return end
+  if (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) > 0 then return end
+  local bad = (tonumber(c[5]) or 0) + (tonumber(c[6]) or 0) + (tonumber(c[7]) or 0)
+  local final = bad > 0 and 'failed' or 'completed'
+  redis.call('HSET', fr, 'state', final, 'ended', t, 'updated', t, 'auto_close', '0')
+  redis.call('ZREM', runs_state_prefix .. c[8], c[9])
+  redis.call('ZADD', runs_state_prefix .. final, tonumber(c[10]) or t, c[9])
+end
+
 -- Returns the ids it ended or sent back to the queue.
 local now = tonumber(ARGV[1])
 local ids = {}
 if ARGV[2] == 'expired' then
   ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 100)
 else
-  for i = 12, #ARGV do table.insert(ids, ARGV[i]) end
+  for i = 15, #ARGV do table.insert(ids, ARGV[i]) end
 end
 local error_types = {crashed = 'flowkit.errors.WorkerCrashed',
                      timed_out = 'flowkit.errors.TaskTimeout',
@@ -51,6 +67,7 @@ for _, id in ipairs(ids) do
                    error_type = error_types[outcome], message = message}
     local fr = ARGV[4] .. f[5]
     redis.call('HINCRBY', fr, 'n_running', -1)
+    redis.call('HINCRBY', ARGV[13] .. (f[7] or ''), 'running', -1)
     redis.call('HSET', tr, 'error_type', error_types[outcome], 'error_message', message,
                'traceback', '', 'updated', now)
     if retry then
@@ -67,7 +84,10 @@ for _, id in ipairs(ids) do
       local started = tonumber(redis.call('HGET', tr, 'started') or now)
       redis.call('HSET', tr, 'state', outcome, 'ended', now, 'duration', now - started)
       redis.call('HINCRBY', fr, 'n_' .. outcome, 1)
-      redis.call('DEL', ARGV[7] .. id)
+      redis.call('HSET', ARGV[7] .. id, 'status', 'failed')
+      redis.call('PEXPIRE', ARGV[7] .. id, ARGV[12])
+      local minute = math.floor(now / 60)
+      redis.call('HINCRBY', ARGV[13] .. (f[7] or ''), 'failed:' .. minute, 1)
       if f[6] and f[6] ~= '' then
         redis.call('XADD', f[6], 'MAXLEN', '~', ARGV[11], '*', 'kind', 'done', 'id', id,
                    'state', outcome, 'error_type', error_types[outcome],
@@ -76,6 +96,7 @@ for _, id in ipairs(ids) do
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
                  'flow_run_id', f[5], 'state', outcome)
     end
+    close_if_done(fr, ARGV[14], now)
     table.insert(handled, id)
   end
 end

@@ -4,6 +4,7 @@
 -- KEYS[5] = RQ job hash                          KEYS[6] = events stream
 -- KEYS[7] = scheduled sorted set                 KEYS[8] = the task's queue list
 -- KEYS[9] = leases sorted set                   KEYS[10] = cancelling set
+-- KEYS[11] = stats hash of the task's queue (running count, finished per minute)
 -- ARGV[1] = task run id      ARGV[2] = attempt      ARGV[3] = new state
 -- ARGV[4] = now              ARGV[5] = sealed result bytes ('' when none)
 -- ARGV[6] = result ttl ms    ARGV[7] = '1' to put the result inside the reply message
@@ -12,6 +13,21 @@
 -- ARGV[13] = worker id       ARGV[14] = retry delay seconds ('' = no retry)
 -- ARGV[15] = reply stream max length
 -- ARGV[16] = when the attempt really started ('' = as claimed); batched claims start later
+-- ARGV[17] = key prefix of the flow run indexes by state
+
+-- A flow run retried from the dashboard has no driver: it closes itself when its last task
+-- run ends.
+local function close_if_done(fr, runs_state_prefix, t)
+  local c = redis.call('HMGET', fr, 'auto_close', 'n_pending', 'n_running', 'n_retrying',
+                       'n_failed', 'n_crashed', 'n_timed_out', 'state', 'id', 'created')
+  if c[1] ~= '1' then return end
+  if (tonumber(c[2]) or 0) + (tonumber(c[3]) or 0) + (tonumber(c[4]) or 0) > 0 then return end
+  local bad = (tonumber(c[5]) or 0) + (tonumber(c[6]) or 0) + (tonumber(c[7]) or 0)
+  local final = bad > 0 and 'failed' or 'completed'
+  redis.call('HSET', fr, 'state', final, 'ended', t, 'updated', t, 'auto_close', '0')
+  redis.call('ZREM', runs_state_prefix .. c[8], c[9])
+  redis.call('ZADD', runs_state_prefix .. final, tonumber(c[10]) or t, c[9])
+end
 -- Returns 1 when recorded, 0 when fenced off.
 local id, attempt, state, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 local tr = KEYS[3]
@@ -21,6 +37,7 @@ if cur[1] ~= 'running' or cur[2] ~= attempt then
   return 0
 end
 local fr = ARGV[12] .. cur[3]
+redis.call('HINCRBY', KEYS[11], 'running', -1)
 redis.call('ZREM', KEYS[9], id)
 redis.call('SREM', KEYS[10], id)
 if ARGV[16] ~= '' then
@@ -68,11 +85,18 @@ if ARGV[5] ~= '' then
   redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
   redis.call('HSET', tr, 'result_size', string.len(ARGV[5]))
 end
-redis.call('DEL', KEYS[5])
+local minute = math.floor(tonumber(now) / 60)
+redis.call('HDEL', KEYS[11], 'done:' .. (minute - 60), 'failed:' .. (minute - 60))
 if state == 'completed' or state == 'cached' then
+  redis.call('DEL', KEYS[5])
   redis.call('HINCRBY', KEYS[2], 'tasks_done', 1)
+  redis.call('HINCRBY', KEYS[11], 'done:' .. minute, 1)
 else
+  -- Kept (expiring with the result) so that the run can be retried from the dashboard.
+  redis.call('HSET', KEYS[5], 'status', 'failed')
+  redis.call('PEXPIRE', KEYS[5], ARGV[6])
   redis.call('HINCRBY', KEYS[2], 'tasks_failed', 1)
+  redis.call('HINCRBY', KEYS[11], 'failed:' .. minute, 1)
 end
 local msg = {'kind', 'done', 'id', id, 'state', state}
 if ARGV[7] == '1' then
@@ -89,4 +113,5 @@ if cur[4] and cur[4] ~= '' then
 end
 redis.call('XADD', KEYS[6], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
            'flow_run_id', cur[3], 'state', state)
+close_if_done(fr, ARGV[17], tonumber(now))
 return 1

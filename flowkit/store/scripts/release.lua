@@ -3,10 +3,11 @@
 -- KEYS[1] = processing list of the executor      KEYS[2] = leases sorted set
 -- ARGV[1] = worker id      ARGV[2] = task run key prefix     ARGV[3] = flow run key prefix
 -- ARGV[4] = RQ job key prefix      ARGV[5] = RQ queue key prefix
--- ARGV[6..] = task run ids, in the order they were claimed
+-- ARGV[6] = queue stats key prefix
+-- ARGV[7..] = task run ids, in the order they were claimed
 -- Returns how many were given back.
 local n = 0
-for i = #ARGV, 6, -1 do
+for i = #ARGV, 7, -1 do
   local id = ARGV[i]
   local tr = ARGV[2] .. id
   local f = redis.call('HMGET', tr, 'state', 'worker', 'flow_run_id', 'queue')
@@ -21,6 +22,7 @@ for i = #ARGV, 6, -1 do
     redis.call('HINCRBY', fr, 'n_pending', 1)
     redis.call('HSET', ARGV[4] .. id, 'status', 'queued')
     redis.call('LPUSH', ARGV[5] .. f[4], id)
+    redis.call('HINCRBY', ARGV[6] .. f[4], 'running', -1)
     n = n + 1
   end
 end
