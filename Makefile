@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench typecheck clean
+.PHONY: demo test test-fast bench typecheck screenshots browser clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,8 +17,20 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 ## Run the whole test suite against a real server and real worker processes.
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
+
+## Debian's Chromium for the dashboard's browser tests (they skip, saying why, without it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: the browser tests will skip"; \
+	  else echo "chromium is not installed and apt-get is not usable: the browser tests will skip"; fi; }
+
+## Screenshots of the dashboard's main pages into docs/ (linked from the README).
+screenshots: $(STAMP) browser
+	$(BIN)/python tests/screenshots.py docs
 
 ## The suite without the slow fault-injection tests.
 test-fast: $(STAMP)

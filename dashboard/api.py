@@ -25,7 +25,7 @@ def _number(request: Request, name: str) -> float | None:
     if value in (None, ""):
         return None
     try:
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
     except ValueError:
         raise HTTPException(400, f"query parameter {name!r} must be a number (epoch seconds)")
 
@@ -121,9 +121,12 @@ async def events(request: Request) -> StreamingResponse:
 
 async def _event_stream(request: Request, run_id: str | None) -> AsyncIterator[str]:
     client = request.app.state.async_client
-    streams = {keys.EVENTS: "$"}
+    # Start from each stream's current last id, not "$": with two streams, "$" would skip
+    # whatever is added to one while XREAD returns for the other.
+    streams = {keys.EVENTS: await _last_id(client, keys.EVENTS)}
     if run_id:
-        streams[keys.logs(run_id)] = request.query_params.get("logs_after") or "$"
+        streams[keys.logs(run_id)] = (request.query_params.get("logs_after")
+                                      or await _last_id(client, keys.logs(run_id)))
     yield "retry: 2000\n\n"
     while not await request.is_disconnected():
         try:
@@ -149,6 +152,11 @@ async def _event_stream(request: Request, run_id: str | None) -> AsyncIterator[s
                 else:
                     kind, data = "log", queries.log_line(entry_id.decode(), data)
                 yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+async def _last_id(client: Any, stream: str) -> str:
+    newest = await client.xrevrange(stream, "+", "-", count=1)
+    return str(newest[0][0].decode()) if newest else "0-0"
 
 
 def openapi(request: Request) -> JSONResponse:

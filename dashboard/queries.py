@@ -67,7 +67,7 @@ def runs_page(client: Any, *, state: str | None = None, name: str | None = None,
     return {
         "runs": [run_row(r) for r in rows],
         "counts": runs.count_flow_runs_by_state(client),
-        "next_cursor": rows[-1].get("created") if more and rows else None,
+        "next_cursor": _float(rows[-1].get("created")) if more and rows else None,
         "filters": {"state": state, "name": name, "since": since, "until": until},
     }
 

@@ -60,7 +60,8 @@ def claim(client: redis.Redis, worker_id: str, executor_id: str, queues: list[st
                     *[keys.queue(q) for q in queues]],
                    [time.time(), worker_id, keys.TASK_RUN_PREFIX, keys.FLOW_RUN_PREFIX,
                     keys.RQ_JOB_PREFIX, taken, "1" if push else "0", limit,
-                    INLINE_BODY_BYTES, executor_id, lease_seconds, keys.QUEUE_STATS_PREFIX],
+                    INLINE_BODY_BYTES, executor_id, lease_seconds, keys.QUEUE_STATS_PREFIX,
+                    keys.EVENTS],
                    pipe=pipe)
 
 

@@ -324,8 +324,49 @@ def w7_cache_hit(system: System) -> dict[str, Any]:
             "cache_hit_p99": sorted(latencies)[int(0.99 * len(latencies)) - 1]}
 
 
+DASHBOARD_TASK_RUNS = 100_000
+
+
+def w8_dashboard(system: System) -> dict[str, Any]:
+    """How fast the dashboard opens a flow run with 100,000 task runs (page HTML and JSON),
+    in-process with Starlette's TestClient against the real server: pages read O(page) keys
+    because counters are kept at write time. RQ has no dashboard of its own here."""
+    if not isinstance(system, FlowkitSystem):
+        raise NotImplementedError
+    from starlette.testclient import TestClient
+
+    from flowkit.dashboard.app import create_app
+    from flowkit.store import runs as store
+
+    flow_run_id = store.new_id()
+    store.create_flow_run(system.client, flow_run_id, "dashboard-scale")
+    for start in range(0, DASHBOARD_TASK_RUNS, 5000):
+        store.enqueue_task_runs(system.client, [
+            store.TaskRunSpec(id=store.new_id(), flow_run_id=flow_run_id, task_name="cell",
+                              queue="bench-dashboard", envelope=b"-", body=b"",
+                              reply_to="", parameters=f'{{"i": {start + i}}}')
+            for i in range(5000)])
+    timings: dict[str, list[float]] = {"html": [], "json": []}
+    with TestClient(create_app(system.url)) as dash:
+        for _ in range(20):
+            for kind, path in (("html", f"/runs/{flow_run_id}"),
+                               ("json", f"/api/runs/{flow_run_id}")):
+                t0 = time.perf_counter()
+                response = dash.get(path)
+                timings[kind].append(time.perf_counter() - t0)
+                if response.status_code != 200:
+                    raise AssertionError(f"{path}: HTTP {response.status_code}")
+        total = dash.get(f"/api/runs/{flow_run_id}").json()["run"]["task_total"]
+    if total != DASHBOARD_TASK_RUNS:
+        raise AssertionError(f"the run shows {total} task runs")
+    return {"dash_html_p50": statistics.median(timings["html"]),
+            "dash_html_max": max(timings["html"]),
+            "dash_json_p50": statistics.median(timings["json"])}
+
+
 WORKLOADS: list[Callable[[System], dict[str, Any]]] = [
-    w1_throughput, w2_latency, w3_sleep, w4_bytes, w5_import, w6_recovery, w7_cache_hit]
+    w1_throughput, w2_latency, w3_sleep, w4_bytes, w5_import, w6_recovery, w7_cache_hit,
+    w8_dashboard]
 
 
 @dataclass(frozen=True)
@@ -347,6 +388,11 @@ METRICS = [
     Metric("import_s", "import time, best of 5", "s", False, 0.3),
     Metric("cache_hit_p50", "cache hit, submit + result, p50", "ms", False, 1.0),
     Metric("cache_hit_p99", "cache hit, submit + result, p99", "ms", False),
+    Metric("dash_html_p50", "dashboard: run page with 100k task runs, p50", "s", False, 0.3),
+    Metric("dash_html_max", "dashboard: run page with 100k task runs, max of 20", "s", False,
+           0.3),
+    Metric("dash_json_p50", "dashboard: /api/runs/{id} with 100k task runs, p50", "s", False,
+           0.3),
     Metric("recovery_s", f"recovery after worker SIGKILL (lease {RECOVERY_LEASE_SECONDS:g} s)",
            "s", False, RECOVERY_LEASE_SECONDS + 2),
     Metric("w1_cmds", "W1 Redis commands/task (incl. in Lua)", "cmds", False),

@@ -12,6 +12,7 @@
 -- ARGV[8] = how many task runs to claim at most
 -- ARGV[9] = bodies larger than this many bytes are not returned (the caller fetches them)
 -- ARGV[10] = executor id   ARGV[11] = lease seconds   ARGV[12] = queue stats key prefix
+-- ARGV[13] = events stream (the dashboard shows runs starting live)
 -- Returns a list of {id, envelope head, envelope body, attempt, flow_run_id, reply_to}; ids that are neither
 -- pending nor retrying (cancelled, already finished) are dropped from processing and skipped.
 local now = ARGV[1]
@@ -35,6 +36,8 @@ local function take(id)
     cjson.encode({state = 'running', ts = tonumber(now), attempt = attempt, worker = ARGV[2]}))
   local job = ARGV[5] .. id
   redis.call('HSET', job, 'status', 'started', 'worker_name', ARGV[2])
+  redis.call('XADD', ARGV[13], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
+             'flow_run_id', f[2], 'state', 'running')
   -- A large body is left for the executor to fetch with HGET: through Lua it would be copied
   -- twice more inside the server.
   if redis.call('HSTRLEN', job, 'flowkit_body') > tonumber(ARGV[9]) then
