@@ -22,6 +22,8 @@ from flowkit.workers.slots import Slot
 if TYPE_CHECKING:
     import redis
 
+#: A claimed run that starts this much later than its claim gets its start time corrected.
+RESTAMP_AFTER_SECONDS = 0.005
 #: Task functions kept unpickled per executor, by digest (most tasks repeat).
 _FUNCTION_CACHE_SIZE = 256
 
@@ -109,7 +111,8 @@ def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     """Execute one attempt of a claimed task run and describe its outcome."""
     started = time.time()
     attempt = _run_attempt(ctx, claimed)
-    attempt.outcome.started = started
+    if started - claimed.claimed_at > RESTAMP_AFTER_SECONDS:
+        attempt.outcome.started = started  # it waited in a batch: record the real start
     # Failures always settle: a failed leader must hand its cache key to a waiting call even
     # when the failure came before its options could be read.
     attempt.outcome.settles_cache = attempt.cached or attempt.outcome.state != "completed"

@@ -32,6 +32,8 @@ class Claim:
     attempt: int
     flow_run_id: str
     reply_to: str
+    #: When the claim reply arrived (the claim script stamped the run as started then).
+    claimed_at: float = 0.0
 
 
 @dataclass
@@ -135,8 +137,9 @@ def renew_leases(client: redis.Redis, worker_id: str, task_run_ids: list[str],
 
 def parse_claims(raw: list[Any] | None) -> list[Claim]:
     """The claims in a claim script reply."""
+    now = time.time()
     return [Claim(r[0].decode(), r[1] or b"", r[2], int(r[3]), r[4].decode(),
-                  r[5].decode()) for r in raw or ()]
+                  r[5].decode(), now) for r in raw or ()]
 
 
 def fetch_bodies(client: redis.Redis, claims: list[Claim]) -> list[Claim]:
