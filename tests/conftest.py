@@ -136,3 +136,24 @@ def worker(workers: WorkerProcesses, client: redis.Redis) -> subprocess.Popen[by
     proc = workers.start("default", concurrency=2)
     workers.wait_registered(client)
     return proc
+
+
+@pytest.fixture
+def dashboard_url(redis_url: str, client: redis.Redis) -> Iterator[str]:
+    """The dashboard served by a real uvicorn server on a free loopback port."""
+    import threading
+
+    import uvicorn
+
+    from flowkit.dashboard.app import create_app
+    from flowkit.embedded import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(redis_url), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_until(lambda: server.started, message="uvicorn")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

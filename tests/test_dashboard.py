@@ -10,12 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.testclient import TestClient
 
 from flowkit import flow, get_run_logger, task
 from flowkit.dashboard.app import create_app
-from flowkit.embedded import free_port
 from flowkit.store import runs
 
 from conftest import wait_until
@@ -192,43 +190,68 @@ def test_dashboard_never_unpickles() -> None:
                     assert isinstance(node.func.value, ast.Name) and node.func.value.id == "json"
 
 
-def test_event_stream_delivers_state_changes_and_logs(worker, client, redis_url) -> None:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(redis_url), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, message="uvicorn")
-    try:
-        @flow(name="streamed")
-        def streamed() -> int:
-            get_run_logger().info("hello stream")
-            return sleep_then(0.5, 1)
+def test_event_stream_delivers_state_changes_and_logs(worker, client, dashboard_url) -> None:
+    @flow(name="streamed")
+    def streamed() -> int:
+        get_run_logger().info("hello stream")
+        return sleep_then(0.5, 1)
 
-        runner = threading.Thread(target=streamed)
-        events: list[tuple[str, dict]] = []
+    runner = threading.Thread(target=streamed)
+    events: list[tuple[str, dict]] = []
+    with httpx.Client(timeout=10) as http:
+        with http.stream("GET", f"{dashboard_url}/api/events") as stream:
+            runner.start()
+            kind = None
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    kind = line[7:]
+                elif line.startswith("data: ") and kind:
+                    events.append((kind, json.loads(line[6:])))
+                    if kind == "flow" and events[-1][1]["state"] == "completed":
+                        break
+    runner.join(timeout=10)
+    task_states = [e["state"] for k, e in events if k == "task"]
+    assert task_states == ["running", "completed"]
+    assert [e["state"] for k, e in events if k == "flow"] == ["running", "completed"]
+    run_id = next(e["id"] for k, e in events if k == "flow")
+    with httpx.Client(timeout=10) as http:
+        with http.stream("GET", f"{dashboard_url}/api/events",
+                         params={"run": run_id, "logs_after": "0-0"}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ") and "hello stream" in line:
+                    break
+
+
+def test_event_stream_of_one_run_has_its_task_events_and_logs(worker, client,
+                                                              dashboard_url) -> None:
+    @flow(name="followed")
+    def followed() -> int:
+        logger = get_run_logger()
+        first = sleep_then.submit(0.8, 1)
+        wait_until(lambda: runs.get_task_run(client, first.task_run_id)["state"] == "running")
+        logger.info("between the tasks")  # log lines and task events interleave on the page
+        return first.result() + sleep_then(0.3, 1)
+
+    runner = threading.Thread(target=followed)
+    runner.start()
+    try:
+        wait_until(lambda: runs.list_flow_runs(client, state="running"), message="the run")
+        run_id = runs.list_flow_runs(client)[0]["id"]
+        seen: list[tuple[str, str]] = []
         with httpx.Client(timeout=10) as http:
-            with http.stream("GET", f"http://127.0.0.1:{port}/api/events") as stream:
-                runner.start()
+            with http.stream("GET", f"{dashboard_url}/api/events",
+                             params={"run": run_id, "logs_after": "0-0"}) as stream:
                 kind = None
                 for line in stream.iter_lines():
                     if line.startswith("event: "):
                         kind = line[7:]
                     elif line.startswith("data: ") and kind:
-                        events.append((kind, json.loads(line[6:])))
-                        if kind == "flow" and events[-1][1]["state"] == "completed":
+                        data = json.loads(line[6:])
+                        seen.append((kind, data.get("state") or data.get("message", "")))
+                        if ("flow", "completed") in seen:
                             break
-        runner.join(timeout=10)
-        task_states = [e["state"] for k, e in events if k == "task"]
-        assert "completed" in task_states
-        assert [e["state"] for k, e in events if k == "flow"] == ["running", "completed"]
-        run_id = next(e["id"] for k, e in events if k == "flow")
-        with httpx.Client(timeout=10) as http:
-            with http.stream("GET", f"http://127.0.0.1:{port}/api/events",
-                             params={"run": run_id, "logs_after": "0-0"}) as stream:
-                for line in stream.iter_lines():
-                    if line.startswith("data: ") and "hello stream" in line:
-                        break
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        runner.join(timeout=15)
+    assert ("log", "between the tasks") in seen
+    assert seen.count(("task", "completed")) == 2, seen
+    assert ("task", "running") in seen

@@ -10,11 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
-
 from flowkit import flow, get_run_logger
-from flowkit.dashboard.app import create_app
-from flowkit.embedded import free_port
 from flowkit.store import runs
 
 from conftest import wait_until
@@ -28,19 +24,6 @@ pytestmark = [
 ]
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture
-def dashboard_url(redis_url: str, client: Any) -> Iterator[str]:
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(redis_url), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, message="uvicorn")
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
 
 
 @pytest.fixture

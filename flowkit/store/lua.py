@@ -17,8 +17,12 @@ if TYPE_CHECKING:
 
 @lru_cache(maxsize=None)
 def source(name: str) -> str:
-    """The text of ``scripts/<name>.lua``."""
-    return resources.files("flowkit.store.scripts").joinpath(f"{name}.lua").read_text()
+    """The text of ``scripts/<name>.lua``, with ``-- @include <file>`` lines replaced by that
+    file (Lua scripts cannot call each other, so shared functions are pasted in)."""
+    folder = resources.files("flowkit.store.scripts")
+    lines = folder.joinpath(f"{name}.lua").read_text().splitlines()
+    return "\n".join(folder.joinpath(line.split()[-1]).read_text()
+                     if line.startswith("-- @include ") else line for line in lines) + "\n"
 
 
 def _shas(client: redis.Redis) -> dict[str, str]:
