@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from flowkit.errors import ConfigurationError, StoreConnectionError, StoreError
@@ -84,18 +83,3 @@ def call(client: redis.Redis, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         raise StoreConnectionError(f"cannot reach Redis at {redact(url)} ({exc}): {_hint(url)}") from None
     except redis.ResponseError as exc:
         raise StoreError(f"Redis at {url_of(client)} answered with an error: {exc}") from exc
-
-
-def wait_for_ping(client: redis.Redis, deadline_seconds: float) -> None:
-    """PING until the server answers or the deadline passes (used after starting a server)."""
-    import redis
-
-    deadline = time.monotonic() + deadline_seconds
-    while True:
-        try:
-            client.ping()
-            return
-        except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
