@@ -26,7 +26,7 @@ import weakref
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, cast
 
 from flowkit.errors import CacheKeyError, ConfigurationError
 
@@ -276,7 +276,7 @@ def _by_numpy(h: _Hasher, value: Any, path: str, depth: int) -> bool:
             h.encode(array.tolist(), path, depth + 1)
         else:  # C order whatever the memory layout, so equal arrays hash equal
             flat = np.ascontiguousarray(array).reshape(-1).view(np.uint8)
-            h.frame(b"data", memoryview(flat))
+            h.frame(b"data", memoryview(cast(Any, flat)))  # numpy arrays are buffers
         return True
     return False
 
