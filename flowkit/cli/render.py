@@ -88,7 +88,8 @@ def flow_runs(rows: list[dict[str, str]], as_json: bool) -> None:
         _json([flow_run_json(r) for r in rows])
         return
     table = Table(title=f"{len(rows)} flow runs", title_justify="left")
-    for column in ("id", "name", "state", "tasks", "started", "duration"):
+    table.add_column("id", no_wrap=True, min_width=16)  # whole, so it can be copied
+    for column in ("name", "state", "tasks", "started", "duration"):
         table.add_column(column)
     for row in rows:
         counts = flow_run_json(row)["task_counts"]
@@ -111,7 +112,8 @@ def flow_run_detail(flow_run: dict[str, str], task_runs: list[dict[str, Any]],
     if flow_run.get("error_type"):
         _console.print(f"[red]error: {flow_run['error_type']}: {flow_run.get('error_message')}[/]")
     table = Table(title=f"{len(task_runs)} task runs", title_justify="left")
-    for column in ("id", "task", "state", "attempts", "duration", "worker"):
+    table.add_column("id", no_wrap=True, min_width=16)
+    for column in ("task", "state", "attempts", "duration", "worker"):
         table.add_column(column, overflow="fold")
     failures = []
     for row in task_runs:
