@@ -11,6 +11,7 @@ import json
 import time
 from typing import Any
 
+from flowkit.states import TERMINAL_STATES
 from flowkit.store import keys, queue as queue_store, runs
 from flowkit.store.connection import call
 
@@ -20,7 +21,6 @@ TASK_PAGE = 100
 RUN_PAGE = 50
 #: Log lines shown when a run page opens (the live tail adds the rest).
 LOG_TAIL = 200
-_TERMINAL = ("completed", "cached", "failed", "timed_out", "crashed", "cancelled")
 
 
 def _float(value: Any) -> float | None:
@@ -39,10 +39,9 @@ def _json(text: str | None, default: Any) -> Any:
 
 def run_row(raw: dict[str, str]) -> dict[str, Any]:
     """A flow run for lists: state, times, duration, counts per task state, progress."""
-    counts = {k[2:]: int(v) for k, v in raw.items()
-              if k.startswith("n_") and k != "n_total" and v not in ("", "0")}
+    counts = runs.task_counts(raw)
     total = int(raw.get("n_total") or 0)
-    finished = sum(counts.get(s, 0) for s in _TERMINAL)
+    finished = sum(counts.get(s.value, 0) for s in TERMINAL_STATES)
     started, ended = _float(raw.get("started")), _float(raw.get("ended"))
     return {
         "id": raw.get("id", ""), "name": raw.get("name", ""), "kind": raw.get("kind", "flow"),

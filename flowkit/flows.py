@@ -177,6 +177,13 @@ class Flow(Generic[P, R]):
                               f"{self.timeout_seconds}") from None
 
 
+def raise_in_thread(thread_id: int, exc_type: type[BaseException] | None) -> None:
+    """Raise ``exc_type`` in thread ``thread_id`` at its next bytecode (None: take back an
+    exception set but not yet delivered). The way to interrupt a flow running elsewhere."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc_type) if exc_type else None)
+
+
 class _AlarmGuard:
     """Main thread: SIGALRM interrupts even blocking calls such as ``time.sleep``."""
 
@@ -211,8 +218,7 @@ class _AsyncExceptionGuard:
 
     def _fire(self) -> None:
         self.fired.set()
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id),
-                                                   ctypes.py_object(FlowTimeout))
+        raise_in_thread(self.thread_id, FlowTimeout)
 
     def __enter__(self) -> None:
         self.timer.start()
@@ -220,7 +226,7 @@ class _AsyncExceptionGuard:
     def __exit__(self, *exc: Any) -> None:
         self.timer.cancel()
         if self.fired.is_set():  # clear an exception set but not yet delivered
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(self.thread_id), None)
+            raise_in_thread(self.thread_id, None)
 
 
 def _final_state(exc: BaseException) -> RunState:

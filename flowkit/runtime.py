@@ -105,23 +105,21 @@ class Runtime:
     def flow_ended(self, flow_run_id: str) -> None:
         self._flow_threads.pop(flow_run_id, None)
 
-    def _interrupt_flow(self, flow_run_id: str, message: str) -> None:
+    def _interrupt_flow(self, flow_run_id: str) -> None:
         thread_id = self._flow_threads.get(flow_run_id)
         if thread_id is not None:
-            import ctypes
+            from flowkit.flows import raise_in_thread
 
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
-                                                       ctypes.py_object(CancelledRun))
+            raise_in_thread(thread_id, CancelledRun)
 
     def submit(self, specs: list[runs.TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
                cache: runs.CacheSettings | None = None) -> list[TaskFuture[Any]]:
         """Write and queue task runs; those with unfinished upstream futures wait here."""
         futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
-        for spec, future in zip(specs, futures):
-            future.cache_key = spec.cache_key
         failed_upstream: list[tuple[_Held, TaskFuture[Any]]] = []
         with self._lock:
             for spec, future, ups in zip(specs, futures, upstreams):
+                future.cache_key = spec.cache_key
                 self._futures[spec.id] = future
                 pending = {u.task_run_id for u in ups if not u.done()}
                 bad = next((u for u in ups if u.done() and not u.state.is_success), None)
@@ -250,7 +248,7 @@ class Runtime:
     def _handle(self, fields: dict[bytes, bytes]) -> None:
         kind = fields.get(b"kind")
         if kind == b"cancel_flow":
-            self._interrupt_flow(fields[b"id"].decode(), fields.get(b"message", b"").decode())
+            self._interrupt_flow(fields[b"id"].decode())
             return
         if kind == b"log":
             self.echo({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})

@@ -16,7 +16,7 @@ from flowkit.errors import EnvelopeError, Retry, SerializationError, TaskTimeout
 from flowkit.futures import ResultRef
 from flowkit.logs import install_print_capture
 from flowkit.store import keys
-from flowkit.store.queue import Claim, Outcome, fetch_bodies
+from flowkit.store.queue import Claim, Outcome
 from flowkit.workers.slots import Slot
 
 if TYPE_CHECKING:
@@ -122,8 +122,6 @@ def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
 def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     queue = ctx.default_queue
     try:
-        if claimed.body is None:
-            [claimed] = fetch_bodies(ctx.client, [claimed])
         opened = serializers.open_envelope(ctx.key, claimed.envelope, claimed.body or b"")
         fn = _load_function(ctx, opened.header["fn"])
         args, kwargs, opts = serializers.loads(opened.body)
@@ -172,10 +170,10 @@ def _retry_for(opts: dict[str, Any], claimed: Claim, task_name: str, fn: Callabl
     if isinstance(exc, Retry):  # the task asked for it: only the retry budget applies
         if claimed.attempt > retries:
             return None
+        if exc.delay_seconds is not None:
+            return exc.delay_seconds
     elif not retry_policy.should_retry(opts, claimed.attempt, exc, task, task_run):
         return None
-    if isinstance(exc, Retry) and exc.delay_seconds is not None:
-        return exc.delay_seconds
     return retry_policy.delay_before_retry(opts.get("retry_delay_seconds"), retries,
                                            claimed.attempt, opts.get("retry_jitter_factor"))
 

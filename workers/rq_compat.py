@@ -26,9 +26,9 @@ def run_task_run(task_run_id: str) -> str:
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     executor_id = f"rq-{os.getpid()}"
     worker_id = job.worker_name or executor_id  # type: ignore[union-attr]
-    claims = queue_store.parse_claims(queue_store.claim(
+    claims = queue_store.fetch_bodies(client, queue_store.parse_claims(queue_store.claim(
         client, worker_id, executor_id, [], lease_seconds=settings.lease_seconds,
-        taken=task_run_id, push=True))
+        taken=task_run_id, push=True)))
     if not claims:
         return "skipped"
     claimed = claims[0]

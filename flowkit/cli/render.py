@@ -50,12 +50,13 @@ def _num(row: dict[str, Any], field: str) -> int:
 
 def flow_run_json(row: dict[str, str]) -> dict[str, Any]:
     """A flow run as a JSON-friendly dict with numbers and counts per state."""
-    counts = {k[2:]: _num(row, k) for k in row if k.startswith("n_") and k != "n_total"}
+    from flowkit.store.runs import task_counts
+
     out: dict[str, Any] = {k: v for k, v in row.items() if not k.startswith("n_")}
     for field in ("created", "started", "updated", "ended"):
         if out.get(field):
             out[field] = float(out[field])
-    out["task_counts"] = {k: v for k, v in counts.items() if v}
+    out["task_counts"] = task_counts(row)
     out["task_total"] = _num(row, "n_total")
     for field in ("parameters", "tags"):
         try:

@@ -231,13 +231,14 @@ def resolve_flow_run_id(client: redis.Redis, prefix: str) -> str | None:
 def list_flow_runs(client: redis.Redis, *, state: str | None = None, limit: int = 20,
                    before: float | None = None) -> list[dict[str, str]]:
     """Flow runs newest first, optionally in one state, created before ``before``."""
-    index = keys.flow_runs_in_state(state) if state else keys.FLOW_RUNS
-    top = f"({before}" if before is not None else "+inf"
-    ids = call(client, client.zrevrangebyscore, index, top, "-inf", start=0, num=limit)
-    pipe = client.pipeline(transaction=False)
-    for flow_run_id in ids:
-        pipe.hgetall(keys.flow_run(flow_run_id.decode()))
-    return [_decode(raw) for raw in call(client, pipe.execute) if raw]
+    return search_flow_runs(client, state=state, before=before, limit=limit)
+
+
+def task_counts(row: dict[str, str]) -> dict[str, int]:
+    """A flow run's non-zero task counts per state, from its ``n_<state>`` counters."""
+    counts = {k[2:]: int(float(v or 0)) for k, v in row.items()
+              if k.startswith("n_") and k != "n_total"}
+    return {state: n for state, n in counts.items() if n}
 
 
 def get_task_runs(client: redis.Redis, flow_run_id: str, *, offset: int = 0,
