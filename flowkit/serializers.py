@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import os
 import platform
 import secrets
 import struct
+import types
+from collections import ChainMap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +34,34 @@ _MAC_SIZE = 32
 _LEN = struct.Struct(">I")
 PYTHON_VERSION = ".".join(platform.python_version_tuple()[:2])
 CLOUDPICKLE_VERSION = cloudpickle.__version__
+_STOCK_CODE_REDUCE = cloudpickle.Pickler.dispatch_table[types.CodeType]
+_ANONYMOUS_FILENAME = "<dynamic-code>"
+
+
+def _reduce_code_keeping_filename(code: types.CodeType) -> Any:
+    """cloudpickle's code reducer, but with the real file name put back.
+
+    cloudpickle 3.1.3 replaced ``co_filename`` of by-value code with ``<dynamic-code>`` to make
+    payloads independent of where a function was defined. A remote traceback then no longer says
+    which file failed, which matters more to our users than byte-identical payloads across
+    checkouts; so the file name travels again (a no-op with cloudpickle versions that kept it).
+    """
+    constructor, args = _STOCK_CODE_REDUCE(code)
+    return constructor, tuple(code.co_filename if arg == _ANONYMOUS_FILENAME else arg
+                              for arg in args)
+
+
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
+    """cloudpickle's pickler with tracebacks that name the user's files (see above)."""
+
+    dispatch_table = ChainMap({types.CodeType: _reduce_code_keeping_filename},
+                              cloudpickle.Pickler.dispatch_table)
+
+
+def _dumps(obj: Any) -> bytes:
+    with io.BytesIO() as buffer:
+        _Pickler(buffer, protocol=cloudpickle.DEFAULT_PROTOCOL).dump(obj)
+        return buffer.getvalue()
 
 
 @dataclass(frozen=True)
@@ -75,7 +106,7 @@ def load_signing_key(secret: str | None, home: Path) -> SigningKey:
 def dumps_function(fn: Callable[..., Any]) -> tuple[str, bytes]:
     """Pickle a task function by value where needed; return (digest, bytes)."""
     try:
-        blob = cloudpickle.dumps(fn)
+        blob = _dumps(fn)
     except Exception as exc:
         raise SerializationError(
             f"task function {getattr(fn, '__qualname__', fn)!r} cannot be pickled: {exc}. "
@@ -88,7 +119,7 @@ def dumps_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                names: list[str], options: dict[str, Any]) -> bytes:
     """Pickle a call (arguments and execution options); on failure name what cannot travel."""
     try:
-        data: bytes = cloudpickle.dumps((args, kwargs, options))
+        data = _dumps((args, kwargs, options))
         return data
     except Exception as exc:
         culprit = _find_unpicklable(args, kwargs, names)
@@ -103,7 +134,7 @@ def _find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any], names: list
     labelled += list(kwargs.items())
     for label, value in labelled:
         try:
-            cloudpickle.dumps(value)
+            _dumps(value)
         except Exception:
             return (f"argument {label!r} (type {type(value).__module__}."
                     f"{type(value).__qualname__})")
@@ -173,8 +204,7 @@ def unseal(key: SigningKey, data: bytes) -> bytes:
 def dumps_result(value: Any) -> bytes:
     """Pickle a return value; the error names its type."""
     try:
-        data: bytes = cloudpickle.dumps(value)
-        return data
+        return _dumps(value)
     except Exception as exc:
         raise SerializationError(
             f"return value of type {type(value).__module__}.{type(value).__qualname__} cannot be "

@@ -40,7 +40,9 @@ SCRIPT = textwrap.dedent('''
             caught = "nothing"
         except QuotaExceeded as exc:
             caught = f"QuotaExceeded: {exc}"
-        print(json.dumps({"rows": rows, "caught": caught, "driver_pid": os.getpid()}))
+            remote = exc.remote_traceback
+        print(json.dumps({"rows": rows, "caught": caught, "remote": remote,
+                          "driver_pid": os.getpid()}))
 ''')
 
 
@@ -63,6 +65,8 @@ def test_main_module_tasks_run_on_workers_started_elsewhere(workers, client, tmp
     assert [r["value"] for r in out["rows"]] == [100 + i for i in range(6)]
     assert {r["cwd"] for r in out["rows"]} == {str(worker_dir)}
     assert out["caught"] == "QuotaExceeded: quota 7 exceeded"
+    # The worker never saw my_flow.py, yet its traceback names the user's file and line.
+    assert f'File "{script_dir / "my_flow.py"}", line 19, in over_quota' in out["remote"]
     assert out["driver_pid"] not in {r["pid"] for r in out["rows"]}
 
 
