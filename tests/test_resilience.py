@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from flowkit import unmapped
 from flowkit.errors import TaskTimeout, WorkerCrashed
 from flowkit.states import RunState
 from flowkit.store import runs
 
 from conftest import wait_until
-from tasks_for_tests import exit_hard, identity, record_run, sleep_ignoring_signals
+from tasks_for_tests import (exit_hard, identity, record_run, sleep_ignoring_signals,
+                             sleep_then)
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +53,33 @@ def test_sigkill_of_a_whole_worker_loses_nothing(workers, client, tmp_path) -> N
     assert "stopped renewing its lease" in history[1]["message"]
     assert len(_executions(marker)) == 2  # at least once: the body ran twice
     assert survivor.poll() is None
+
+
+def test_whole_worker_death_counts_a_crash_only_against_the_running_task(workers,
+                                                                         client) -> None:
+    doomed = workers.start("default", concurrency=1, env=FAST_LEASES, name="doomed")
+    workers.wait_registered(client)
+    # Fast tasks teach the executor to claim several at a time.
+    assert [f.result(timeout=10) for f in identity.map(range(200))] == list(range(200))
+    futures = sleep_then.map([3.0] + [0.0] * 9, value=unmapped("ok"))
+    sleeper, rest = futures[0], futures[1:]
+    claimed = lambda: [f for f in rest if _state(client, f.task_run_id) == "running"]
+    wait_until(lambda: _state(client, sleeper.task_run_id) == "running" and claimed(),
+               message="a batch claimed behind the sleeper")
+    batched = claimed()
+    time.sleep(0.3)  # the sleeper's body runs (and its supervisor saw it at a heartbeat)
+    os.killpg(doomed.pid, signal.SIGKILL)
+    workers.start("default", concurrency=1, env=FAST_LEASES, name="survivor")
+    assert [f.result(timeout=30) for f in futures] == ["ok"] * 10
+    states = lambda f: [h["state"] for h in runs.get_history(client, f.task_run_id)]
+    assert states(sleeper) == ["running", "crashed", "running", "completed"]
+    assert client.hget(f"flowkit:taskrun:{sleeper.task_run_id}", "crashes") == b"1"
+    for f in batched:
+        history = runs.get_history(client, f.task_run_id)
+        assert [h["state"] for h in history] == ["pending", "running", "completed"], history
+        assert "died before starting it" in history[0]["message"]
+        assert history[1]["attempt"] == 1 and history[1]["worker"] == "survivor"
+        assert client.hget(f"flowkit:taskrun:{f.task_run_id}", "crashes") is None
 
 
 def test_frozen_worker_cannot_write_a_stale_result(workers, client, tmp_path) -> None:

@@ -69,6 +69,29 @@ def test_multi_queue_worker_blocks_on_all_queues(workers, client) -> None:
     assert identity.with_options(queue="beta").submit("b").result(timeout=5) == "b"
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def test_multi_queue_executor_killed_while_waiting_loses_nothing(workers, client) -> None:
+    # A stopped executor still "receives" whatever Redis hands its blocking call. If that call
+    # popped task ids (BLMPOP on the queues), the id would sit in a dead socket once the
+    # executor is killed: the task would be in no queue and no processing list, lost.
+    proc = workers.start("alpha", "beta", concurrency=1)
+    workers.wait_registered(client, queue="beta")
+    [executor] = wait_until(lambda: _children(proc.pid), message="executor started")
+    time.sleep(1.2)  # the executor is blocked in its wait
+    os.kill(executor, signal.SIGSTOP)
+    future = identity.with_options(queue="beta").submit("kept")
+    time.sleep(0.3)
+    assert client.lrange("rq:queue:beta", 0, -1) == [future.task_run_id.encode()]
+    os.kill(executor, signal.SIGKILL)
+    assert future.result(timeout=15) == "kept"  # the replacement executor claims it
+    history = runs.get_history(client, future.task_run_id)
+    assert [h["state"] for h in history] == ["running", "completed"]
+
+
 def test_worker_registry_shows_host_queues_and_counts(worker, client) -> None:
     [f.result(timeout=10) for f in identity.map(range(5))]
     wait_until(lambda: list_workers(client) and int(list_workers(client)[0]["tasks_done"]) == 5,

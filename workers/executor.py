@@ -2,7 +2,8 @@
 
 In steady state an attempt costs one round trip: the finish of one task run and the claim of
 the next travel in the same pipeline. Only when every queue is empty does the executor block on
-Redis (BLMOVE/BLMPOP), so an idle pool costs nothing and a new task starts at once.
+Redis (BLMOVE on one queue, BLMPOP on the queues' bells for several), so an idle pool costs
+nothing and a new task starts at once.
 """
 
 from __future__ import annotations
@@ -173,19 +174,20 @@ class Executor:
 
     def _wait_for_work(self) -> list[Claim]:
         try:
-            popped = queue_store.blocking_pop(self.client, self.executor_id, self.queues,
-                                              BLOCK_SECONDS)
+            woken, task_run_id = queue_store.wait_for_work(self.client, self.executor_id,
+                                                           self.queues, BLOCK_SECONDS)
         except StoreConnectionError as exc:
             logger.warning("%s", exc)
             time.sleep(1.0)
             return []
-        if popped is None:
+        if not woken:
             if os.getppid() != self.parent_pid:
                 logger.warning("supervisor %d is gone; executor stops", self.parent_pid)
                 self.stopping = True
             return []
-        task_run_id, push = popped
-        return self._claim(task_run_id, push)
+        # One queue: the id is already on our processing list. Several: a bell rang, and the
+        # claim takes whatever is first in priority order.
+        return self._claim(task_run_id)
 
 
 def main(argv: list[str] | None = None) -> int:

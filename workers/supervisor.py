@@ -148,9 +148,10 @@ class WorkerSupervisor:
     def _beat(self) -> None:
         """Heartbeat and lease renewal for every attempt this worker holds."""
         held = self._processing()
-        queue_store.heartbeat(self.client, self.worker_id, self.queues,
-                              busy=sum(1 for ex in self.executors if ex.slot.read()))
-        queue_store.renew_leases(self.client, self.worker_id, held, self.settings.lease_seconds)
+        running = [r.task_run_id for ex in self.executors if (r := ex.slot.read()) is not None]
+        queue_store.heartbeat(self.client, self.worker_id, self.queues, busy=len(running))
+        queue_store.renew_leases(self.client, self.worker_id, held, self.settings.lease_seconds,
+                                 running=running)
 
     def _poll(self) -> None:
         """Queue due retries; kill executors whose running task was cancelled."""

@@ -33,6 +33,12 @@ def queue(name: str) -> str:
     return RQ_QUEUE_PREFIX + name
 
 
+def bell(name: str) -> str:
+    """Wake-up tokens of queue ``name`` for workers serving several queues (see _bell.lua,
+    which spells this prefix too)."""
+    return PREFIX + "bell:" + name
+
+
 def queue_name(key: str) -> str:
     """The queue name of an RQ queue key."""
     return key[len(RQ_QUEUE_PREFIX):] if key.startswith(RQ_QUEUE_PREFIX) else key

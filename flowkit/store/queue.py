@@ -126,13 +126,16 @@ def settle_cache(client: redis.Redis, task_run_ids: list[str], result_ttl_ms: in
 
 
 def renew_leases(client: redis.Redis, worker_id: str, task_run_ids: list[str],
-                 lease_seconds: float) -> int:
-    """Push back the lease deadline of this worker's running attempts."""
-    if not task_run_ids:
+                 lease_seconds: float, running: list[str] | None = None) -> int:
+    """Push back the lease deadline of this worker's attempts; mark those ``running`` right
+    now, so that if the worker dies only they count as crashed (see crash.lua)."""
+    running = [i for i in running or [] if i in set(task_run_ids)]
+    held = running + [i for i in task_run_ids if i not in set(running)]
+    if not held:
         return 0
     return int(lua.run(client, "renew", [keys.LEASES],
                        [worker_id, time.time() + lease_seconds, keys.TASK_RUN_PREFIX,
-                        *task_run_ids]))
+                        len(running), *held]))
 
 
 def parse_claims(raw: list[Any] | None) -> list[Claim]:
@@ -162,20 +165,23 @@ def release(client: redis.Redis, worker_id: str, executor_id: str, task_run_ids:
                     keys.RQ_QUEUE_PREFIX, keys.QUEUE_STATS_PREFIX, *task_run_ids], pipe=pipe)
 
 
-def blocking_pop(client: redis.Redis, executor_id: str, queues: list[str],
-                 timeout: float) -> tuple[str, bool] | None:
-    """Wait for work: ``(task_run_id, needs_push_to_processing)`` or None after ``timeout``.
+def wait_for_work(client: redis.Redis, executor_id: str, queues: list[str],
+                  timeout: float) -> tuple[bool, str]:
+    """Block until work may be there: ``(woken, task_run_id)``; ``(False, "")`` after ``timeout``.
 
-    One queue: BLMOVE straight onto the processing list (atomic). Several queues: BLMPOP over
-    all of them in priority order; the claim script then records the id as processing.
+    One queue: BLMOVE takes the id straight onto the executor's processing list, atomically.
+    Several queues: there is no atomic blocking move from several lists, and BLMPOP would hold
+    the id in this process until the claim script records it (an executor killed in between
+    would lose that task). So the executor waits on the queues' bells instead (see _bell.lua)
+    and the caller claims from the queues, in priority order, in one script.
     """
     if len(queues) == 1:
         got = call(client, client.blmove, keys.queue(queues[0]), keys.processing(executor_id),
                    timeout, "LEFT", "RIGHT")
-        return (got.decode(), False) if got else None
-    got = call(client, client.blmpop, timeout, len(queues), *[keys.queue(q) for q in queues],
+        return (True, got.decode()) if got else (False, "")
+    got = call(client, client.blmpop, timeout, len(queues), *[keys.bell(q) for q in queues],
                direction="LEFT", count=1)
-    return (got[1][0].decode(), True) if got else None
+    return (got is not None, "")
 
 
 def finish(client: redis.Redis, pipe: Any, worker_id: str, executor_id: str, claimed: Claim,

@@ -175,6 +175,8 @@ def release_task_runs(client: redis.Redis, ready: list[tuple[str, str]]) -> None
     for task_run_id, queue in ready:
         pipe.hset(keys.rq_job(task_run_id), "status", "queued")
         pipe.rpush(keys.queue(queue), task_run_id)
+        pipe.rpush(keys.bell(queue), "1")  # wake a worker serving several queues (_bell.lua)
+        pipe.ltrim(keys.bell(queue), 0, 255)
     call(client, pipe.execute)
 
 

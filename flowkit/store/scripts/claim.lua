@@ -8,13 +8,15 @@
 -- ARGV[3] = task run key prefix      ARGV[4] = flow run key prefix
 -- ARGV[5] = RQ job key prefix
 -- ARGV[6] = id already taken by a blocking pop ('' for none)
--- ARGV[7] = '1' when that id still has to be pushed onto the processing list
+-- ARGV[7] = '1' when that id still has to be pushed onto the processing list (a stock RQ
+--           worker popped it)
 -- ARGV[8] = how many task runs to claim at most
 -- ARGV[9] = bodies larger than this many bytes are not returned (the caller fetches them)
 -- ARGV[10] = executor id   ARGV[11] = lease seconds   ARGV[12] = queue stats key prefix
 -- ARGV[13] = events stream (the dashboard shows runs starting live)
 -- Returns a list of {id, envelope head, envelope body, attempt, flow_run_id, reply_to}; ids that are neither
 -- pending nor retrying (cancelled, already finished) are dropped from processing and skipped.
+-- @include _bell.lua
 local now = ARGV[1]
 
 local function take(id)
@@ -61,6 +63,7 @@ while #claims < limit and qi <= #KEYS do
     local c = take(id)
     if c then table.insert(claims, c) end
   else
+    redis.call('DEL', bell_of(KEYS[qi]))  -- the queue is empty: its tokens would wake for nothing
     qi = qi + 1
   end
 end

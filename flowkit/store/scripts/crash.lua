@@ -12,7 +12,14 @@
 -- ARGV[13] = queue stats key prefix     ARGV[14] = key prefix of flow run indexes by state
 -- ARGV[15..] = task run ids (mode 'ids')
 -- @include _close_run.lua
+-- @include _bell.lua
 
+-- When a whole worker died (mode 'expired', outcome 'crashed'), its executors had also claimed
+-- task runs they had not started yet (a batch of fast tasks is claimed at once). Only an attempt
+-- that was running counts as a crash against its task run: the one its supervisor last saw
+-- running (renew.lua marks it 'in_hand'), or else the first in its executor's processing list.
+-- The others go back to the front of their queue, as if never claimed, so a task batched with
+-- a poison pill is not dead-lettered for the pill's crashes.
 -- Returns the ids it ended or sent back to the queue.
 local now = tonumber(ARGV[1])
 local ids = {}
@@ -25,14 +32,50 @@ local error_types = {crashed = 'flowkit.errors.WorkerCrashed',
                      timed_out = 'flowkit.errors.TaskTimeout',
                      cancelled = 'flowkit.errors.CancelledRun'}
 local outcome = ARGV[8]
+local whole_worker = ARGV[2] == 'expired' and outcome == 'crashed'
+-- Heads of the processing lists, read before this script changes any of them.
+local heads = {}
+if whole_worker then
+  for _, id in ipairs(ids) do
+    local executor = redis.call('HGET', ARGV[3] .. id, 'executor')
+    if executor and heads[executor] == nil then
+      heads[executor] = redis.call('LINDEX', ARGV[5] .. executor, 0) or ''
+    end
+  end
+end
+
+-- A claimed task run its executor never started: back to the front of its queue.
+local function requeue_unstarted(id, tr, f)
+  redis.call('LREM', ARGV[5] .. f[4], 0, id)
+  redis.call('HINCRBY', tr, 'attempt', -1)
+  redis.call('HSET', tr, 'state', 'pending', 'updated', now)
+  redis.call('HDEL', tr, 'started', 'worker', 'executor')
+  redis.call('RPOP', tr .. ':history')
+  redis.call('RPUSH', tr .. ':history', cjson.encode({state = 'pending', ts = now,
+    attempt = tonumber(f[2]) - 1, worker = f[3],
+    message = 'claimed by worker ' .. (f[3] or '?') .. ', which died before starting it; ' ..
+              'queued again'}))
+  local fr = ARGV[4] .. f[5]
+  redis.call('HINCRBY', fr, 'n_running', -1)
+  redis.call('HINCRBY', fr, 'n_pending', 1)
+  redis.call('HINCRBY', ARGV[13] .. (f[7] or ''), 'running', -1)
+  redis.call('HSET', ARGV[7] .. id, 'status', 'queued')
+  push_task(ARGV[6] .. f[7], id, true)
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
+             'flow_run_id', f[5], 'state', 'pending')
+end
+
 local handled = {}
 for _, id in ipairs(ids) do
   local tr = ARGV[3] .. id
   local f = redis.call('HMGET', tr, 'state', 'attempt', 'worker', 'executor', 'flow_run_id',
-                       'reply_to', 'queue', 'retries')
+                       'reply_to', 'queue', 'retries', 'in_hand')
   redis.call('ZREM', KEYS[1], id)
   redis.call('SREM', KEYS[4], id)
-  if f[1] == 'running' then
+  if f[1] == 'running' and whole_worker and f[4] and f[9] ~= f[2] and heads[f[4]] ~= id then
+    requeue_unstarted(id, tr, f)
+    table.insert(handled, id)
+  elseif f[1] == 'running' then
     if f[4] then redis.call('LREM', ARGV[5] .. f[4], 0, id) end
     local message = ARGV[9]
     if ARGV[2] == 'expired' then
@@ -64,7 +107,7 @@ for _, id in ipairs(ids) do
       redis.call('HSET', tr, 'state', 'retrying')
       redis.call('HINCRBY', fr, 'n_retrying', 1)
       redis.call('HSET', ARGV[7] .. id, 'status', 'queued')
-      redis.call('RPUSH', ARGV[6] .. f[7], id)
+      push_task(ARGV[6] .. f[7], id, false)
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
                  'flow_run_id', f[5], 'state', 'retrying')
     else

@@ -18,8 +18,9 @@
 -- already with HSET), parameters JSON, held ('1'/'0'), upstream ids, cache key ('' = none),
 -- cache key parts JSON
 -- Returns the number of task runs answered from the cache.
+-- @include _bell.lua
 local now = tonumber(ARGV[1])
-local pending, hits = 0, 0
+local pending, hits, rung = 0, 0, 0
 for i = 20, #ARGV, 8 do
   local id, held, cache_key = ARGV[i], ARGV[i + 4], ARGV[i + 6]
   local tr = ARGV[9] .. id
@@ -66,7 +67,10 @@ for i = 20, #ARGV, 8 do
     if ARGV[i + 2] ~= '' then
       redis.call('HSET', ARGV[10] .. id, 'flowkit_body', ARGV[i + 2])
     end
-    if queued then redis.call('RPUSH', KEYS[1], id) end
+    if queued then
+      redis.call('RPUSH', KEYS[1], id)
+      rung = rung + 1
+    end
     pending = pending + 1
   end
 end
@@ -74,4 +78,5 @@ redis.call('HINCRBY', KEYS[2], 'n_pending', pending)
 redis.call('HINCRBY', KEYS[2], 'n_cached', hits)
 redis.call('HINCRBY', KEYS[2], 'n_total', pending + hits)
 redis.call('SADD', KEYS[4], KEYS[1])
+ring(KEYS[1], rung)
 return hits

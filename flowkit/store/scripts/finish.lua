@@ -14,6 +14,7 @@
 -- ARGV[15] = reply stream max length
 -- ARGV[16] = when the attempt really started ('' = as claimed); batched claims start later
 -- ARGV[17] = key prefix of the flow run indexes by state
+-- @include _bell.lua
 
 -- @include _close_run.lua
 -- Returns 1 when recorded, 0 when fenced off.
@@ -56,7 +57,7 @@ if ARGV[14] ~= '' then
   redis.call('HINCRBY', fr, 'n_retrying', 1)
   redis.call('HSET', KEYS[5], 'status', 'scheduled')
   if tonumber(ARGV[14]) <= 0 then
-    redis.call('RPUSH', KEYS[8], id)
+    push_task(KEYS[8], id, false)
   else
     redis.call('ZADD', KEYS[7], tonumber(now) + tonumber(ARGV[14]), KEYS[8] .. '|' .. id)
   end

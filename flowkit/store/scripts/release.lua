@@ -6,6 +6,7 @@
 -- ARGV[6] = queue stats key prefix
 -- ARGV[7..] = task run ids, in the order they were claimed
 -- Returns how many were given back.
+-- @include _bell.lua
 local n = 0
 for i = #ARGV, 7, -1 do
   local id = ARGV[i]
@@ -21,7 +22,7 @@ for i = #ARGV, 7, -1 do
     redis.call('HINCRBY', fr, 'n_running', -1)
     redis.call('HINCRBY', fr, 'n_pending', 1)
     redis.call('HSET', ARGV[4] .. id, 'status', 'queued')
-    redis.call('LPUSH', ARGV[5] .. f[4], id)
+    push_task(ARGV[5] .. f[4], id, true)
     redis.call('HINCRBY', ARGV[6] .. f[4], 'running', -1)
     n = n + 1
   end

@@ -6,6 +6,7 @@
 -- ARGV[4] = RQ queue key prefix   ARGV[5] = key prefix of flow run indexes by state
 -- ARGV[6] = flow run id
 -- Returns {retried, not retryable (envelope expired or never written)}.
+-- @include _bell.lua
 local now = tonumber(ARGV[1])
 local retried, skipped = 0, 0
 local retryable = {failed = true, crashed = true, timed_out = true}
@@ -23,7 +24,7 @@ for _, id in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
         attempt = tonumber(f[3]), message = 'retried by request'}))
       redis.call('HINCRBY', KEYS[1], 'n_' .. f[1], -1)
       redis.call('HINCRBY', KEYS[1], 'n_pending', 1)
-      redis.call('RPUSH', ARGV[4] .. f[2], id)
+      push_task(ARGV[4] .. f[2], id, false)
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
                  'flow_run_id', ARGV[6], 'state', 'pending')
       retried = retried + 1

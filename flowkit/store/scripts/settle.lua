@@ -8,6 +8,7 @@
 -- ARGV[7] = cache key prefix     ARGV[8] = cache index key prefix (+ task name)
 -- ARGV[9] = result ttl ms        ARGV[10] = reply stream max length
 -- ARGV[11] = results up to this size ride in the reply            ARGV[12..] = task run ids
+-- @include _bell.lua
 local now = tonumber(ARGV[1])
 local terminal = {failed = true, timed_out = true, crashed = true, cancelled = true}
 
@@ -70,7 +71,7 @@ for i = 12, #ARGV do
             redis.call('SET', base .. ':lock', waiter, 'PX', 86400000)
             redis.call('HDEL', ARGV[2] .. waiter, 'cache_wait')
             redis.call('HSET', ARGV[5] .. waiter, 'status', 'queued')
-            redis.call('RPUSH', ARGV[4] .. w[2], waiter)
+            push_task(ARGV[4] .. w[2], waiter, false)
             break
           end
           waiter = redis.call('LPOP', base .. ':waiters')
