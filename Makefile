@@ -4,13 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench typecheck screenshots browser clean
+.PHONY: demo test test-fast bench typecheck screenshots browser clean constraints
 
-$(STAMP): pyproject.toml
+CONSTRAINTS := deploy/constraints.txt
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
 	@touch $(STAMP)
+
+## Re-pin deploy/constraints.txt to the newest releases the ranges in pyproject.toml allow
+## (then run make test before committing it).
+constraints:
+	rm -rf build/constraints-venv && $(PYTHON) -m venv build/constraints-venv
+	build/constraints-venv/bin/pip install --quiet -e '.[dev]'
+	{ sed -n '1,/^# The package itself/p' $(CONSTRAINTS); \
+	  build/constraints-venv/bin/pip freeze --exclude-editable | grep -v '^-e'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf build/constraints-venv
 
 ## Run the example flow on the embedded server with local workers and print its results.
 demo: $(STAMP)
