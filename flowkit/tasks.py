@@ -217,9 +217,10 @@ class Task(Generic[P, R]):
             args = tuple(_replace_futures(a, found) for a in args)
             kwargs = {k: _replace_futures(v, found) for k, v in kwargs.items()}
             call = _PreparedCall(new_id(), args, kwargs, found, self._preview(args, kwargs))
-            body = self._dump_body(args, kwargs, exec_opts)
-            kept += len(body)
-            call.body = body if kept <= KEEP_PICKLED_BYTES else None
+            if kept <= KEEP_PICKLED_BYTES or not _always_picklable(args, kwargs):
+                body = self._dump_body(args, kwargs, exec_opts)
+                kept += len(body)
+                call.body = body if kept <= KEEP_PICKLED_BYTES else None
             if self._policy is not None:
                 call.cache_key = self._cache_key(call, flow_run_id, flow_parameters)
             prepared.append(call)
@@ -288,6 +289,15 @@ class Task(Generic[P, R]):
                  for i, v in enumerate(args)}
         named.update(kwargs)
         return serializers.json_preview(named)
+
+
+#: Types whose values always pickle: a call made only of these needs no trial pickling.
+_ALWAYS_PICKLABLE = frozenset({bytes, str, int, float, bool, type(None)})
+
+
+def _always_picklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    return (all(type(a) in _ALWAYS_PICKLABLE for a in args)
+            and all(type(v) in _ALWAYS_PICKLABLE for v in kwargs.values()))
 
 
 @dataclass

@@ -401,13 +401,16 @@ METRICS = [
 ]
 
 
-def run_system(system: System, console: Console) -> tuple[dict[str, Any], list[str]]:
+def run_system(system: System, console: Console,
+               only: list[str] | None = None) -> tuple[dict[str, Any], list[str]]:
     measured: dict[str, Any] = {}
     errors: list[str] = []
     console.print(f"[bold]{system.name}[/]: starting workers")
     try:
         system.start()
         for workload in WORKLOADS:
+            if only and not any(workload.__name__.startswith(name) for name in only):
+                continue
             t0 = time.monotonic()
             try:
                 measured.update(workload(system))
@@ -470,6 +473,9 @@ def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="write the results here as JSON")
+    parser.add_argument("--only", action="append", metavar="WORKLOAD",
+                        help="run only workloads whose name starts with this (e.g. w4); "
+                             "repeatable")
     args = parser.parse_args()
     console = Console() if sys.stdout.isatty() else Console(width=132)
     from flowkit.embedded import free_port, start_server
@@ -490,7 +496,7 @@ def main() -> int:
             for cls in (FlowkitSystem, RqSystem):
                 client.flushdb()
                 system = cls(info.url(), env, home, client)
-                measured[system.name], errs = run_system(system, console)
+                measured[system.name], errs = run_system(system, console, args.only)
                 errors += errs
             client.flushdb()
             machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
