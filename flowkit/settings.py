@@ -38,6 +38,11 @@ class Settings(BaseSettings):
     inline_result_bytes: int = Field(
         default=64 * 1024, ge=0,
         description="Results up to this size travel inside the completion message (no extra GET).")
+    run_retention_days: float = Field(
+        default=30.0, ge=0,
+        description="Flow runs that ended longer ago than this are deleted with their task runs "
+                    "and logs by the workers (swept at least once a minute, by one worker at a "
+                    "time); 0 keeps them forever. `flowkit run prune` does it on demand.")
     connect_timeout: float = Field(default=3.0, gt=0, description="Seconds to open a Redis connection.")
     socket_timeout: float = Field(default=10.0, gt=0, description="Seconds any Redis reply may take.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="Worker heartbeat period.")

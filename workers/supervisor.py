@@ -34,6 +34,11 @@ TICK_SECONDS = 0.05
 POLL_SECONDS = 0.2
 #: Seconds between reaps of expired leases.
 REAP_SECONDS = 1.0
+#: At most this many seconds between retention sweeps (at least two per retention period);
+#: one supervisor in the cluster takes each sweep (a Redis lock).
+PRUNE_SECONDS = 60.0
+#: Longest a sweep may keep the supervisor from its other duties; the rest waits a minute.
+PRUNE_BUDGET_SECONDS = 0.5
 
 
 @dataclass
@@ -64,6 +69,8 @@ class WorkerSupervisor:
                       Slot(slot_dir() / f"flowkit-{self.worker_id}.{i}.slot", create=True))
             for i in range(concurrency)]
         self.stopping = False
+        retention = self.settings.run_retention_days * 86400
+        self.prune_seconds = max(1.0, min(PRUNE_SECONDS, retention / 2))
         self.limits = queue_store.Limits(self.settings.max_crashes,
                                          self.settings.result_ttl_seconds * 1000,
                                          self.settings.inline_result_bytes)
@@ -110,7 +117,7 @@ class WorkerSupervisor:
                 logger.warning("could not unregister worker %s: %s", self.worker_id, exc)
 
     def _supervise(self) -> int:
-        due = {"beat": 0.0, "poll": 0.0, "reap": 0.0}
+        due = {"beat": 0.0, "poll": 0.0, "reap": 0.0, "prune": time.monotonic() + 1.0}
         while True:
             for ex in self.executors:
                 if ex.process is not None and ex.process.poll() is not None:
@@ -126,7 +133,8 @@ class WorkerSupervisor:
             now = time.monotonic()
             for duty, period, action in (("beat", self.settings.heartbeat_seconds, self._beat),
                                          ("poll", POLL_SECONDS, self._poll),
-                                         ("reap", REAP_SECONDS, self._reap)):
+                                         ("reap", REAP_SECONDS, self._reap),
+                                         ("prune", self.prune_seconds, self._prune)):
                 if now >= due[duty]:
                     due[duty] = now + period
                     self._safely(action)
@@ -168,6 +176,26 @@ class WorkerSupervisor:
         if reaped:
             logger.warning("worker %s: leases expired for %s; those attempts crashed",
                            self.worker_id, ", ".join(reaped))
+
+    def _prune(self) -> None:
+        """Delete flow runs past FLOWKIT_RUN_RETENTION_DAYS (one supervisor per period)."""
+        days = self.settings.run_retention_days
+        if not days or not call(self.client, self.client.set, keys.PRUNE_LOCK, self.worker_id,
+                                nx=True, px=int(self.prune_seconds * 1000 * 0.9)):
+            return
+        from flowkit.store.runs import prune_flow_runs
+
+        cutoff = time.time() - days * 86400
+        flows = tasks = 0
+        stop_at = time.monotonic() + PRUNE_BUDGET_SECONDS
+        while time.monotonic() < stop_at:
+            pruned = prune_flow_runs(self.client, cutoff)
+            flows, tasks = flows + pruned.flow_runs, tasks + pruned.task_runs
+            if not pruned.more:
+                break
+        if flows or tasks:
+            logger.info("worker %s: deleted %d flow runs and %d task runs older than %g days",
+                        self.worker_id, flows, tasks, days)
 
     def _enforce_timeouts(self) -> None:
         now = time.time()

@@ -186,6 +186,14 @@ def cancelled(flow_run_id: str, dropped: int, flagged: int, as_json: bool) -> No
                    f"dropped, {flagged} running being stopped")
 
 
+def pruned(flow_runs: int, task_runs: int, days: float, as_json: bool) -> None:
+    if as_json:
+        _json({"flow_runs": flow_runs, "task_runs": task_runs, "older_than_days": days})
+        return
+    _console.print(f"deleted {flow_runs} flow runs and {task_runs} task runs that ended more "
+                   f"than {days:g} days ago")
+
+
 def cache_explanation(info: dict[str, Any], as_json: bool) -> None:
     if as_json:
         _json(info)

@@ -1,4 +1,4 @@
-"""``flowkit run ls|show|logs`` and ``flowkit queue ls``."""
+"""``flowkit run ls|show|logs|cancel|prune`` and ``flowkit queue ls``."""
 
 from __future__ import annotations
 
@@ -93,6 +93,40 @@ def cancel(client: Any, run_id: str, as_json: bool) -> None:
     dropped, flagged = cancel_runs(client, flow_run_id=flow_run_id,
                                    message=f"flow run {flow_run_id} cancelled from the CLI")
     render.cancelled(flow_run_id, dropped, flagged, as_json)
+
+
+@run.command("prune")
+@click.option("--older-than", "days", type=click.FloatRange(min=0), default=None,
+              help="Delete finished runs that ended more than this many days ago "
+                   "[default: FLOWKIT_RUN_RETENTION_DAYS].")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@with_client
+@json_option
+def prune(client: Any, days: float | None, yes: bool, as_json: bool) -> None:
+    """Delete finished flow runs (with task runs, results and logs) past the retention.
+
+    Workers do this once a minute on their own; this is for a one-off cleanup. Runs still
+    going, or with task runs still queued or running, are kept whatever their age.
+    """
+    from flowkit.settings import get_settings
+    from flowkit.store.runs import prune_flow_runs
+
+    if days is None:
+        days = get_settings().run_retention_days
+        if not days:
+            raise click.UsageError("FLOWKIT_RUN_RETENTION_DAYS is 0 (keep forever): pass "
+                                   "--older-than DAYS to prune anyway")
+    if not yes and not as_json:
+        click.confirm(f"Delete every finished flow run that ended more than {days:g} days ago?",
+                      abort=True)
+    cutoff = time.time() - days * 86400
+    flows = tasks = 0
+    while True:
+        pruned = prune_flow_runs(client, cutoff)
+        flows, tasks = flows + pruned.flow_runs, tasks + pruned.task_runs
+        if not pruned.more:
+            break
+    render.pruned(flows, tasks, days, as_json)
 
 
 @click.group()

@@ -144,6 +144,9 @@ CACHE_PREFIX = PREFIX + "cache:"
 #: Prefix of the set of cache keys written by one task (the rest is the task name).
 CACHE_INDEX_PREFIX = PREFIX + "cacheindex:"
 
+#: Held (SET NX PX) by the supervisor running this minute's retention sweep.
+PRUNE_LOCK = PREFIX + "prune:lock"
+
 #: Sorted set of task runs waiting out a retry delay: member "<queue key>|<id>", score due time.
 SCHEDULED = PREFIX + "scheduled"
 

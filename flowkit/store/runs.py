@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable
 
-from flowkit.states import ALL_STATES, RunState
+from flowkit.states import ALL_STATES, TERMINAL_STATES, RunState
 from flowkit.store import keys
 from flowkit.store import lua
 from flowkit.store.connection import call
@@ -364,6 +364,33 @@ def search_flow_runs(client: redis.Redis, *, state: str | None = None, name: str
             break
         high = f"({batch[-1][1]}"
     return rows
+
+
+#: Task runs deleted per call of the prune script: bounds how long one call holds Redis.
+PRUNE_BATCH_TASK_RUNS = 2000
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What one :func:`prune_flow_runs` deleted, and whether more is due now."""
+
+    flow_runs: int
+    task_runs: int
+    more: bool
+
+
+def prune_flow_runs(client: redis.Redis, ended_before: float,
+                    batch: int = PRUNE_BATCH_TASK_RUNS) -> Pruned:
+    """Delete finished flow runs that ended before ``ended_before`` (epoch seconds), with their
+    task runs, histories, results and logs; at most ``batch`` task runs per call (see
+    prune.lua). Runs that are still going, or that still have queued or running task runs,
+    are kept."""
+    flows, tasks, more = call(
+        client, lua.run, client, "prune", [keys.FLOW_RUNS, keys.DEAD_LETTER],
+        [ended_before, batch, keys.FLOW_RUN_PREFIX, keys.TASK_RUN_PREFIX, keys.RQ_JOB_PREFIX,
+         keys.RESULT_PREFIX, keys.logs(""), keys.FLOW_RUNS_STATE_PREFIX, keys.flow_runs_named(""),
+         *sorted(s.value for s in TERMINAL_STATES)])
+    return Pruned(int(flows), int(tasks), bool(more))
 
 
 def count_flow_runs_by_state(client: redis.Redis) -> dict[str, int]:
