@@ -9,9 +9,10 @@ import sys
 import rq
 
 from flowkit.states import RunState
+from flowkit.store import runs
 
 from conftest import TESTS_DIR
-from tasks_for_tests import add
+from tasks_for_tests import add, sleep_then
 
 
 def test_rq_sees_flowkit_queues_and_jobs(client) -> None:
@@ -35,3 +36,20 @@ def test_stock_rq_worker_runs_flowkit_tasks(redis_url, client) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert [f.result(timeout=10) for f in futures] == [10, 11, 12]
     assert all(f.state is RunState.COMPLETED for f in futures)
+
+
+def test_stock_rq_worker_renews_leases_of_long_tasks(redis_url, client, workers) -> None:
+    # A flowkit worker on another queue reaps expired leases every second (2 s leases here).
+    fast = {"FLOWKIT_LEASE_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "0.5"}
+    workers.start("elsewhere", concurrency=1, env=fast)
+    workers.wait_registered(client, queue="elsewhere")
+    future = sleep_then.with_options(queue="rq-only").submit(5.0, "slept")
+    done = subprocess.run(
+        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url,
+         "--worker-class", "rq.worker.SimpleWorker", "rq-only"],
+        capture_output=True, text=True, timeout=60, cwd=TESTS_DIR,
+        env={**os.environ, "PYTHONPATH": str(TESTS_DIR), **fast})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert future.result(timeout=10) == "slept"
+    history = runs.get_history(client, future.task_run_id)
+    assert [h["state"] for h in history] == ["running", "completed"], history

@@ -7,6 +7,9 @@ operators can drain a flowkit queue with plain RQ tooling if they ever need to.
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from flowkit.serializers import load_signing_key
 from flowkit.settings import get_settings
@@ -34,8 +37,35 @@ def run_task_run(task_run_id: str) -> str:
     claimed = claims[0]
     ctx = ExecutionContext(client, load_signing_key(secret, settings.home),
                            settings.inline_result_bytes, job.origin)  # type: ignore[union-attr]
-    attempt = run_attempt(ctx, claimed)
+    with _renewing_lease(client, worker_id, task_run_id, settings.lease_seconds):
+        attempt = run_attempt(ctx, claimed)
     lua.execute(client, lambda pipe: queue_store.finish(
         client, pipe, worker_id, executor_id, claimed, attempt.queue, attempt.outcome,
         settings.result_ttl_seconds * 1000))
     return attempt.outcome.state
+
+
+@contextmanager
+def _renewing_lease(client: Any, worker_id: str, task_run_id: str,
+                    lease_seconds: float) -> Iterator[None]:
+    """Renew the attempt's lease while it runs, as a flowkit supervisor would: without it,
+    any flowkit worker's reaper would crash a task that a stock RQ worker runs for longer than
+    the lease. A daemon thread, so the task's own code cannot starve it of the GIL for long
+    (and a dead RQ worker stops renewing, which is the point of the lease)."""
+    stop = threading.Event()
+
+    def renew() -> None:
+        while not stop.wait(lease_seconds / 3):
+            try:
+                queue_store.renew_leases(client, worker_id, [task_run_id], lease_seconds,
+                                         running=[task_run_id])
+            except Exception:  # Redis away for a moment: the next period tries again
+                continue
+
+    thread = threading.Thread(target=renew, name="flowkit-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
