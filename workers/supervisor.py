@@ -183,19 +183,12 @@ class WorkerSupervisor:
         if not days or not call(self.client, self.client.set, keys.PRUNE_LOCK, self.worker_id,
                                 nx=True, px=int(self.prune_seconds * 1000 * 0.9)):
             return
-        from flowkit.store.runs import prune_flow_runs
+        from flowkit.store.runs import prune_all
 
-        cutoff = time.time() - days * 86400
-        flows = tasks = 0
-        stop_at = time.monotonic() + PRUNE_BUDGET_SECONDS
-        while time.monotonic() < stop_at:
-            pruned = prune_flow_runs(self.client, cutoff)
-            flows, tasks = flows + pruned.flow_runs, tasks + pruned.task_runs
-            if not pruned.more:
-                break
-        if flows or tasks:
+        pruned = prune_all(self.client, time.time() - days * 86400, PRUNE_BUDGET_SECONDS)
+        if pruned.flow_runs or pruned.task_runs:
             logger.info("worker %s: deleted %d flow runs and %d task runs older than %g days",
-                        self.worker_id, flows, tasks, days)
+                        self.worker_id, pruned.flow_runs, pruned.task_runs, days)
 
     def _enforce_timeouts(self) -> None:
         now = time.time()

@@ -109,7 +109,7 @@ def prune(client: Any, days: float | None, yes: bool, as_json: bool) -> None:
     going, or with task runs still queued or running, are kept whatever their age.
     """
     from flowkit.settings import get_settings
-    from flowkit.store.runs import prune_flow_runs
+    from flowkit.store.runs import prune_all
 
     if days is None:
         days = get_settings().run_retention_days
@@ -119,14 +119,8 @@ def prune(client: Any, days: float | None, yes: bool, as_json: bool) -> None:
     if not yes and not as_json:
         click.confirm(f"Delete every finished flow run that ended more than {days:g} days ago?",
                       abort=True)
-    cutoff = time.time() - days * 86400
-    flows = tasks = 0
-    while True:
-        pruned = prune_flow_runs(client, cutoff)
-        flows, tasks = flows + pruned.flow_runs, tasks + pruned.task_runs
-        if not pruned.more:
-            break
-    render.pruned(flows, tasks, days, as_json)
+    pruned = prune_all(client, time.time() - days * 86400)
+    render.pruned(pruned.flow_runs, pruned.task_runs, days, as_json)
 
 
 @click.group()

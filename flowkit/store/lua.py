@@ -18,11 +18,22 @@ if TYPE_CHECKING:
 @lru_cache(maxsize=None)
 def source(name: str) -> str:
     """The text of ``scripts/<name>.lua``, with ``-- @include <file>`` lines replaced by that
-    file (Lua scripts cannot call each other, so shared functions are pasted in)."""
+    file, itself expanded, each file once (Lua scripts cannot call each other, so shared
+    functions are pasted in)."""
     folder = resources.files("flowkit.store.scripts")
-    lines = folder.joinpath(f"{name}.lua").read_text().splitlines()
-    return "\n".join(folder.joinpath(line.split()[-1]).read_text()
-                     if line.startswith("-- @include ") else line for line in lines) + "\n"
+    included: set[str] = set()
+
+    def expand(file: str) -> list[str]:
+        out: list[str] = []
+        for line in folder.joinpath(file).read_text().splitlines():
+            if not line.startswith("-- @include "):
+                out.append(line)
+            elif (part := line.split()[-1]) not in included:
+                included.add(part)
+                out += expand(part)
+        return out
+
+    return "\n".join(expand(f"{name}.lua")) + "\n"
 
 
 def _shas(client: redis.Redis) -> dict[str, str]:

@@ -170,14 +170,11 @@ def _queue_enqueue(client: redis.Redis, pipe: Any, specs: list[TaskRunSpec], sha
 
 
 def release_task_runs(client: redis.Redis, ready: list[tuple[str, str]]) -> None:
-    """Queue held task runs whose dependencies completed: ``(task_run_id, queue)`` pairs."""
-    pipe = client.pipeline(transaction=False)
-    for task_run_id, queue in ready:
-        pipe.hset(keys.rq_job(task_run_id), "status", "queued")
-        pipe.rpush(keys.queue(queue), task_run_id)
-        pipe.rpush(keys.bell(queue), "1")  # wake a worker serving several queues (_bell.lua)
-        pipe.ltrim(keys.bell(queue), 0, 255)
-    call(client, pipe.execute)
+    """Queue held task runs whose dependencies completed: ``(task_run_id, queue)`` pairs
+    (see ready.lua: queued the way every script queues, ringing the queue's bell)."""
+    if ready:
+        call(client, lua.run, client, "ready", [],
+             [keys.RQ_JOB_PREFIX, keys.RQ_QUEUE_PREFIX, *(v for pair in ready for v in pair)])
 
 
 def fail_without_running(client: redis.Redis, task_run_id: str, flow_run_id: str,
@@ -391,6 +388,19 @@ def prune_flow_runs(client: redis.Redis, ended_before: float,
          keys.RESULT_PREFIX, keys.logs(""), keys.FLOW_RUNS_STATE_PREFIX, keys.flow_runs_named(""),
          *sorted(s.value for s in TERMINAL_STATES)])
     return Pruned(int(flows), int(tasks), bool(more))
+
+
+def prune_all(client: redis.Redis, ended_before: float,
+              budget_seconds: float | None = None) -> Pruned:
+    """Call :func:`prune_flow_runs` until nothing is due or ``budget_seconds`` have passed;
+    the totals, and whether more is still due."""
+    stop_at = None if budget_seconds is None else time.monotonic() + budget_seconds
+    flows = tasks = 0
+    while True:
+        pruned = prune_flow_runs(client, ended_before)
+        flows, tasks = flows + pruned.flow_runs, tasks + pruned.task_runs
+        if not pruned.more or (stop_at is not None and time.monotonic() >= stop_at):
+            return Pruned(flows, tasks, pruned.more)
 
 
 def count_flow_runs_by_state(client: redis.Redis) -> dict[str, int]:

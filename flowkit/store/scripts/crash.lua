@@ -12,7 +12,7 @@
 -- ARGV[13] = queue stats key prefix     ARGV[14] = key prefix of flow run indexes by state
 -- ARGV[15..] = task run ids (mode 'ids')
 -- @include _close_run.lua
--- @include _bell.lua
+-- @include _give_back.lua
 
 -- When a whole worker died (mode 'expired', outcome 'crashed'), its executors had also claimed
 -- task runs they had not started yet (a batch of fast tasks is claimed at once). Only an attempt
@@ -44,23 +44,16 @@ if whole_worker then
   end
 end
 
--- A claimed task run its executor never started: back to the front of its queue.
+-- A claimed task run its executor never started: back to the front of its queue, with a
+-- history entry saying why (give_back took the 'running' one back).
 local function requeue_unstarted(id, tr, f)
   redis.call('LREM', ARGV[5] .. f[4], 0, id)
-  redis.call('HINCRBY', tr, 'attempt', -1)
-  redis.call('HSET', tr, 'state', 'pending', 'updated', now)
-  redis.call('HDEL', tr, 'started', 'worker', 'executor')
-  redis.call('RPOP', tr .. ':history')
+  give_back(id, tr, ARGV[4] .. f[5], ARGV[6] .. f[7], ARGV[7] .. id, ARGV[13] .. (f[7] or ''))
+  redis.call('HSET', tr, 'updated', now)
   redis.call('RPUSH', tr .. ':history', cjson.encode({state = 'pending', ts = now,
     attempt = tonumber(f[2]) - 1, worker = f[3],
     message = 'claimed by worker ' .. (f[3] or '?') .. ', which died before starting it; ' ..
               'queued again'}))
-  local fr = ARGV[4] .. f[5]
-  redis.call('HINCRBY', fr, 'n_running', -1)
-  redis.call('HINCRBY', fr, 'n_pending', 1)
-  redis.call('HINCRBY', ARGV[13] .. (f[7] or ''), 'running', -1)
-  redis.call('HSET', ARGV[7] .. id, 'status', 'queued')
-  push_task(ARGV[6] .. f[7], id, true)
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', 10000, '*', 'kind', 'task', 'id', id,
              'flow_run_id', f[5], 'state', 'pending')
 end

@@ -6,7 +6,7 @@
 -- ARGV[6] = queue stats key prefix
 -- ARGV[7..] = task run ids, in the order they were claimed
 -- Returns how many were given back.
--- @include _bell.lua
+-- @include _give_back.lua
 local n = 0
 for i = #ARGV, 7, -1 do
   local id = ARGV[i]
@@ -14,16 +14,7 @@ for i = #ARGV, 7, -1 do
   local f = redis.call('HMGET', tr, 'state', 'worker', 'flow_run_id', 'queue')
   if f[1] == 'running' and f[2] == ARGV[1] and redis.call('LREM', KEYS[1], 0, id) > 0 then
     redis.call('ZREM', KEYS[2], id)
-    redis.call('HINCRBY', tr, 'attempt', -1)
-    redis.call('HSET', tr, 'state', 'pending')
-    redis.call('HDEL', tr, 'started', 'worker')
-    redis.call('RPOP', tr .. ':history')
-    local fr = ARGV[3] .. f[3]
-    redis.call('HINCRBY', fr, 'n_running', -1)
-    redis.call('HINCRBY', fr, 'n_pending', 1)
-    redis.call('HSET', ARGV[4] .. id, 'status', 'queued')
-    push_task(ARGV[5] .. f[4], id, true)
-    redis.call('HINCRBY', ARGV[6] .. f[4], 'running', -1)
+    give_back(id, tr, ARGV[3] .. f[3], ARGV[5] .. f[4], ARGV[4] .. id, ARGV[6] .. f[4])
     n = n + 1
   end
 end
