@@ -119,8 +119,7 @@ def dumps_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                names: list[str], options: dict[str, Any]) -> bytes:
     """Pickle a call (arguments and execution options); on failure name what cannot travel."""
     try:
-        data = _dumps((args, kwargs, options))
-        return data
+        return _dumps((args, kwargs, options))
     except Exception as exc:
         culprit = _find_unpicklable(args, kwargs, names)
         raise SerializationError(

@@ -164,10 +164,10 @@ class Executor:
                 continue
             return self._with_bodies(replies[-1]) if claim else []
 
-    def _claim(self, taken: str = "", push: bool = False) -> list[Claim]:
+    def _claim(self, taken: str = "") -> list[Claim]:
         return self._with_bodies(queue_store.claim(
             self.client, self.worker_id, self.executor_id, self.queues,
-            lease_seconds=self.lease_seconds, limit=self.batch_size, taken=taken, push=push))
+            lease_seconds=self.lease_seconds, limit=self.batch_size, taken=taken))
 
     def _with_bodies(self, raw: Any) -> list[Claim]:
         return queue_store.fetch_bodies(self.client, queue_store.parse_claims(raw))

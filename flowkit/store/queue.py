@@ -129,8 +129,10 @@ def renew_leases(client: redis.Redis, worker_id: str, task_run_ids: list[str],
                  lease_seconds: float, running: list[str] | None = None) -> int:
     """Push back the lease deadline of this worker's attempts; mark those ``running`` right
     now, so that if the worker dies only they count as crashed (see crash.lua)."""
-    running = [i for i in running or [] if i in set(task_run_ids)]
-    held = running + [i for i in task_run_ids if i not in set(running)]
+    held_ids = set(task_run_ids)
+    running = [i for i in running or [] if i in held_ids]
+    in_hand = set(running)
+    held = running + [i for i in task_run_ids if i not in in_hand]
     if not held:
         return 0
     return int(lua.run(client, "renew", [keys.LEASES],
