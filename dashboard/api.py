@@ -14,7 +14,8 @@ from starlette.routing import Route
 from flowkit.dashboard import queries
 from flowkit.dashboard.openapi import openapi_schema
 from flowkit.states import RunState
-from flowkit.store import keys, runs
+from flowkit.store import flow_runs, keys, task_runs
+from flowkit.store.events import parse_state_event
 
 #: Seconds an idle event stream waits before sending a keep-alive comment.
 KEEPALIVE_SECONDS = 15
@@ -95,9 +96,9 @@ def _require_action_header(request: Request) -> None:
 def cancel_run(request: Request) -> JSONResponse:
     _require_action_header(request)
     client, run_id = request.app.state.client, request.path_params["run_id"]
-    if runs.get_flow_run(client, run_id) is None:
+    if flow_runs.get_flow_run(client, run_id) is None:
         raise HTTPException(404, f"no flow run {run_id!r}")
-    dropped, stopping = runs.cancel(client, flow_run_id=run_id,
+    dropped, stopping = task_runs.cancel(client, request.app.state.limits, flow_run_id=run_id,
                                     message=f"flow run {run_id} cancelled from the dashboard")
     return JSONResponse({"flow_run_id": run_id, "dropped": dropped, "stopping": stopping})
 
@@ -105,9 +106,9 @@ def cancel_run(request: Request) -> JSONResponse:
 def retry_run(request: Request) -> JSONResponse:
     _require_action_header(request)
     client, run_id = request.app.state.client, request.path_params["run_id"]
-    if runs.get_flow_run(client, run_id) is None:
+    if flow_runs.get_flow_run(client, run_id) is None:
         raise HTTPException(404, f"no flow run {run_id!r}")
-    retried, skipped = runs.retry(client, run_id)
+    retried, skipped = task_runs.retry(client, request.app.state.limits, run_id)
     return JSONResponse({"flow_run_id": run_id, "retried": retried, "not_retryable": skipped})
 
 
@@ -146,9 +147,11 @@ async def _event_stream(request: Request, run_id: str | None) -> AsyncIterator[s
             for entry_id, fields in entries:
                 data = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
                 if name == keys.EVENTS:
-                    if run_id and data.get("id") != run_id and data.get("flow_run_id") != run_id:
+                    event = parse_state_event(data)
+                    if event is None or (run_id and run_id not in (event.id, event.flow_run_id)):
                         continue
-                    kind = data.get("kind", "task")
+                    kind, data = event.kind, {"id": event.id, "state": event.state,
+                                              "flow_run_id": event.flow_run_id}
                 else:
                     kind, data = "log", queries.log_line(entry_id.decode(), data)
                 yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import AsyncIterator
+from typing import TYPE_CHECKING, AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -16,15 +16,25 @@ from starlette.staticfiles import StaticFiles
 from flowkit.dashboard import api, views
 from flowkit.errors import StoreConnectionError
 
+if TYPE_CHECKING:
+    from flowkit.settings import Settings
 
-def create_app(redis_url: str, *, connect_timeout: float = 3.0,
-               socket_timeout: float = 10.0) -> Starlette:
+
+def create_app(redis_url: str, settings: Settings | None = None) -> Starlette:
     """The dashboard for the flowkit data in ``redis_url`` (read-only, except the cancel and
-    retry actions). It never unpickles anything from Redis."""
+    retry actions). It never unpickles anything from Redis.
+
+    Args:
+        settings: timeouts and limits (default: read from the environment, once, here).
+    """
     import redis.asyncio
 
+    from flowkit.settings import get_settings
     from flowkit.store.connection import connect
+    from flowkit.store.limits import Limits
 
+    settings = settings or get_settings()
+    connect_timeout, socket_timeout = settings.connect_timeout, settings.socket_timeout
     client = connect(redis_url, connect_timeout=connect_timeout, socket_timeout=socket_timeout)
     async_client = redis.asyncio.Redis.from_url(
         client.flowkit_url, socket_connect_timeout=connect_timeout,  # type: ignore[attr-defined]
@@ -44,6 +54,7 @@ def create_app(redis_url: str, *, connect_timeout: float = 3.0,
     app.state.client = client
     app.state.async_client = async_client
     app.state.redis_url = redis_url
+    app.state.limits = Limits.from_settings(settings)
     return app
 
 

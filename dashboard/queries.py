@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from flowkit.states import TERMINAL_STATES
-from flowkit.store import keys, queue as queue_store, runs
+from flowkit.store import flow_runs, keys, stats, task_runs, workers as worker_store
+from flowkit.store import logs as run_logs
 from flowkit.store.connection import call
 
 #: Task runs per page of a flow run.
@@ -39,7 +40,7 @@ def _json(text: str | None, default: Any) -> Any:
 
 def run_row(raw: dict[str, str]) -> dict[str, Any]:
     """A flow run for lists: state, times, duration, counts per task state, progress."""
-    counts = runs.task_counts(raw)
+    counts = flow_runs.task_counts(raw)
     total = int(raw.get("n_total") or 0)
     finished = sum(counts.get(s.value, 0) for s in TERMINAL_STATES)
     started, ended = _float(raw.get("started")), _float(raw.get("ended"))
@@ -59,13 +60,13 @@ def runs_page(client: Any, *, state: str | None = None, name: str | None = None,
               since: float | None = None, until: float | None = None,
               cursor: float | None = None, limit: int = RUN_PAGE) -> dict[str, Any]:
     """Flow runs newest first with filters and a cursor, plus counts per state."""
-    rows = runs.search_flow_runs(client, state=state, name=name, since=since, until=until,
+    rows = flow_runs.search_flow_runs(client, state=state, name=name, since=since, until=until,
                                  before=cursor, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return {
         "runs": [run_row(r) for r in rows],
-        "counts": runs.count_flow_runs_by_state(client),
+        "counts": flow_runs.count_flow_runs_by_state(client),
         "next_cursor": _float(rows[-1].get("created")) if more and rows else None,
         "filters": {"state": state, "name": name, "since": since, "until": until},
     }
@@ -89,17 +90,17 @@ def task_row(raw: dict[str, str]) -> dict[str, Any]:
 def run_detail(client: Any, flow_run_id: str, *, offset: int = 0,
                limit: int = TASK_PAGE) -> dict[str, Any] | None:
     """One flow run: its fields, a page of task runs, their timeline and the log tail."""
-    raw = runs.get_flow_run(client, flow_run_id)
+    raw = flow_runs.get_flow_run(client, flow_run_id)
     if raw is None:
         return None
     run = run_row(raw)
     run.update(parameters=_json(raw.get("parameters"), {}), result=raw.get("result", ""),
                error_type=raw.get("error_type", ""), error_message=raw.get("error_message", ""),
                traceback=raw.get("traceback", ""))
-    tasks = [task_row(t) for t in runs.get_task_runs(client, flow_run_id, offset=offset,
+    tasks = [task_row(t) for t in task_runs.get_task_runs(client, flow_run_id, offset=offset,
                                                      limit=limit)]
     logs = [log_line(entry_id, fields)
-            for entry_id, fields in runs.tail_logs(client, flow_run_id, LOG_TAIL)]
+            for entry_id, fields in run_logs.tail_logs(client, flow_run_id, LOG_TAIL)]
     return {"run": run, "tasks": tasks, "timeline": timeline(run, tasks),
             "page": {"offset": offset, "limit": limit, "total": run["task_total"]},
             "logs": logs, "logs_cursor": logs[-1]["id"] if logs else "0-0"}
@@ -129,28 +130,28 @@ def log_line(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 
 def logs_after(client: Any, flow_run_id: str, after: str) -> list[dict[str, Any]]:
     """Log lines after stream id ``after`` (for polling clients)."""
-    return [log_line(i, f) for i, f in runs.read_logs(client, flow_run_id, after=after,
+    return [log_line(i, f) for i, f in run_logs.read_logs(client, flow_run_id, after=after,
                                                        count=1000)]
 
 
 def task_detail(client: Any, task_run_id: str) -> dict[str, Any] | None:
     """One task run: every attempt in its history, its error and cache key."""
-    raw = runs.get_task_run(client, task_run_id)
+    raw = task_runs.get_task_run(client, task_run_id)
     if raw is None:
         return None
     task = task_row(raw)
-    flow = runs.get_flow_run(client, task["flow_run_id"]) or {}
+    flow = flow_runs.get_flow_run(client, task["flow_run_id"]) or {}
     task.update(parameters=_json(raw.get("parameters"), {}), traceback=raw.get("traceback", ""),
                 cache_parts=_json(raw.get("cache_parts"), {}),
                 upstream=[u for u in raw.get("upstream", "").split(",") if u],
                 flow_name=flow.get("name", ""), crashes=int(raw.get("crashes") or 0))
-    return {"task": task, "history": runs.get_history(client, task_run_id)}
+    return {"task": task, "history": task_runs.get_history(client, task_run_id)}
 
 
 def workers(client: Any) -> list[dict[str, Any]]:
     now = time.time()
     out = []
-    for row in queue_store.list_workers(client):
+    for row in worker_store.list_workers(client):
         beat = _float(row.get("heartbeat")) or 0.0
         out.append({
             "id": row.get("id", ""), "host": row.get("host", ""), "pid": int(row.get("pid") or 0),
@@ -164,10 +165,10 @@ def workers(client: Any) -> list[dict[str, Any]]:
 
 
 def queues(client: Any) -> list[dict[str, Any]]:
-    rows = queue_store.list_queues(client)
-    stats = runs.queue_throughput(client, [r["name"] for r in rows])
+    rows = stats.list_queues(client)
+    throughput = stats.queue_throughput(client, [r["name"] for r in rows])
     for row in rows:
-        row.update(stats[row["name"]])
+        row.update(throughput[row["name"]])
         row["done_last_5_minutes"] = sum(row["done_per_minute"][-5:])
     return rows
 

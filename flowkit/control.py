@@ -16,9 +16,10 @@ def cancel_flow_run(flow_run_id: str, message: str = "cancelled by request") -> 
     """
     from flowkit.errors import RunNotFound
     from flowkit.runtime import get_runtime
-    from flowkit.store import runs
+    from flowkit.store import flow_runs, task_runs
 
     runtime = get_runtime()
-    if runs.get_flow_run(runtime.client, flow_run_id) is None:
+    if flow_runs.get_flow_run(runtime.client, flow_run_id) is None:
         raise RunNotFound(f"no flow run with id {flow_run_id!r}")
-    return runs.cancel(runtime.client, flow_run_id=flow_run_id, message=message)
+    return task_runs.cancel(runtime.client, runtime.limits, flow_run_id=flow_run_id,
+                            message=message)

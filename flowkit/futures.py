@@ -94,11 +94,7 @@ class TaskFuture(Generic[R]):
         """
         if self.done():
             return False
-        from flowkit.store.runs import cancel
-
-        dropped, flagged = cancel(self._runtime.client, task_run_ids=[self.task_run_id],
-                                  message=f"task run {self.task_run_id} cancelled by request")
-        return bool(dropped or flagged)
+        return self._runtime.cancel_task_run(self.task_run_id)
 
     def cancelled(self) -> bool:
         """True when the run ended CANCELLED."""

@@ -32,7 +32,7 @@ class _RunLogHandler(logging.Handler):
 
 def ship(level: str, message: str, created: float | None = None) -> None:
     """Store one log line for the current run (task run or flow run)."""
-    from flowkit.store.runs import append_log
+    from flowkit.store.logs import append_log
 
     created = created or time.time()
     task_ctx = task_run_ctx.get()

@@ -1,43 +1,41 @@
 """The driver's side of flowkit: one Runtime per process, connected lazily.
 
-It writes task runs and queues them, listens on its reply stream for completions and log lines
-(one blocking XREAD, no polling), resolves futures, releases tasks whose upstream futures are
-done, and makes sure some worker serves each queue it uses.
+It writes task runs and queues them, resolves futures from its reply stream (the
+ReplyListener), releases or fails held task runs as their upstreams end (the pure
+DependencyTracker decides), and makes sure some worker serves each queue it uses
+(LocalWorkers on the embedded default).
 """
 
 from __future__ import annotations
 
 import atexit
 import os
-import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowkit import serializers
+from flowkit._dependencies import Decision, DependencyTracker
+from flowkit._ids import new_id
+from flowkit._listener import ReplyListener
+from flowkit._local_workers import LocalWorkers
+from flowkit._threads import raise_in_thread
 from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
 from flowkit.futures import TaskFuture
 from flowkit.settings import Settings, get_settings
 from flowkit.states import RunState
-from flowkit.store import keys, queue as queue_store, runs
+from flowkit.store import flow_runs, keys, task_runs, workers
 from flowkit.store.connection import call, connect, redact
+from flowkit.store.limits import Limits
 
 if TYPE_CHECKING:
     import redis
 
 #: Seconds between checks that some worker serves the queues a driver waits on.
 WORKER_CHECK_SECONDS = 2.0
-
-
-@dataclass
-class _Held:
-    """A submitted task run waiting for its upstream futures."""
-
-    spec: runs.TaskRunSpec
-    future: TaskFuture[Any]
-    waiting_on: set[str] = field(default_factory=set)
+#: The error type of task runs that did not run because an upstream failed.
+UPSTREAM_FAILED = "flowkit.errors.UpstreamFailed"
 
 
 class Runtime:
@@ -45,38 +43,35 @@ class Runtime:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.limits = Limits.from_settings(settings)
         self.embedded = settings.redis_url is None
         if self.embedded:
             from flowkit.embedded import ensure_server
 
-            info = ensure_server(settings.home, port=settings.server_port)
-            self.url = info.url()
+            self.url = ensure_server(settings.home, port=settings.server_port).url()
         else:
             self.url = settings.redis_url or ""
         self.client: redis.Redis = connect(self.url, connect_timeout=settings.connect_timeout,
                                            socket_timeout=settings.socket_timeout)
-        serializers.check_env_key(settings.secret_key.get_secret_value()
-                                  if settings.secret_key else None)
-        self.key = serializers.load_signing_key(
-            settings.secret_key.get_secret_value() if settings.secret_key else None, settings.home)
-        self.driver_id = runs.new_id()
+        secret = settings.secret_key.get_secret_value() if settings.secret_key else None
+        serializers.check_env_key(secret)
+        self.key = serializers.load_signing_key(secret, settings.home)
+        self.driver_id = new_id()
         self.reply_key = keys.reply(self.driver_id)
         self.pid = os.getpid()
         self._futures: dict[str, TaskFuture[Any]] = {}
-        self._held: dict[str, _Held] = {}
-        self._dependents: dict[str, list[str]] = {}
+        self._dependencies = DependencyTracker()
         self._lock = threading.RLock()
         self._stored_functions: set[str] = set()
         self._queues_checked: dict[str, float] = {}
         self._warned_queues: set[str] = set()
-        self._local_workers: list[subprocess.Popen[bytes]] = []
+        self._local_workers = LocalWorkers(self.url, settings.home, settings.executor_count)
         self._adhoc_flow_run: str | None = None
         self._flow_threads: dict[str, int] = {}
         self._stopping = False
-        self._listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
-                                        socket_timeout=settings.socket_timeout + 5)
-        self._listener = threading.Thread(target=self._listen, name="flowkit-listener",
-                                          daemon=True)
+        listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
+                                  socket_timeout=settings.socket_timeout + 5)
+        self._listener = ReplyListener(listener_client, self.reply_key, self._handle)
         self._listener.start()
         atexit.register(self.close)
 
@@ -93,9 +88,10 @@ class Runtime:
         with self._lock:
             if self._adhoc_flow_run is None:
                 name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "interactive"
-                self._adhoc_flow_run = runs.new_id()
-                runs.create_flow_run(self.client, self._adhoc_flow_run, f"adhoc: {name}",
-                                     kind="adhoc", reply_to=self.reply_key)
+                self._adhoc_flow_run = new_id()
+                flow_runs.create_flow_run(self.client, self.limits, self._adhoc_flow_run,
+                                          f"adhoc: {name}", kind="adhoc",
+                                          reply_to=self.reply_key)
             return self._adhoc_flow_run
 
     def flow_started(self, flow_run_id: str) -> None:
@@ -105,18 +101,11 @@ class Runtime:
     def flow_ended(self, flow_run_id: str) -> None:
         self._flow_threads.pop(flow_run_id, None)
 
-    def _interrupt_flow(self, flow_run_id: str) -> None:
-        thread_id = self._flow_threads.get(flow_run_id)
-        if thread_id is not None:
-            from flowkit.flows import raise_in_thread
-
-            raise_in_thread(thread_id, CancelledRun)
-
-    def submit(self, specs: list[runs.TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
-               cache: runs.CacheSettings | None = None) -> list[TaskFuture[Any]]:
+    def submit(self, specs: list[task_runs.TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
+               cache: task_runs.CacheOptions | None = None) -> list[TaskFuture[Any]]:
         """Write and queue task runs; those with unfinished upstream futures wait here."""
         futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
-        failed_upstream: list[tuple[_Held, TaskFuture[Any]]] = []
+        failed_upstream: list[tuple[str, TaskFuture[Any]]] = []
         with self._lock:
             for spec, future, ups in zip(specs, futures, upstreams):
                 future.cache_key = spec.cache_key
@@ -125,19 +114,22 @@ class Runtime:
                 bad = next((u for u in ups if u.done() and not u.state.is_success), None)
                 if pending or bad is not None:
                     spec.held = True
-                    held = _Held(spec, future, pending)
-                    self._held[spec.id] = held
-                    for upstream_id in pending:
-                        self._dependents.setdefault(upstream_id, []).append(spec.id)
+                    self._dependencies.hold(spec.id, pending)
                     if bad is not None:
-                        failed_upstream.append((held, bad))
-        runs.enqueue_task_runs(self.client, specs, cache)
-        for held, bad in failed_upstream:
+                        failed_upstream.append((spec.id, bad))
+        task_runs.enqueue_task_runs(self.client, self.limits, specs, cache)
+        for task_run_id, bad in failed_upstream:
             with self._lock:
-                self._held.pop(held.spec.id, None)
-            self._fail_upstream(held, bad.task_name, bad.task_run_id, bad.state)
+                decision = self._dependencies.fail(task_run_id, bad.task_run_id)
+            self._apply(decision, {bad.task_run_id: (bad.task_name, bad.state)})
         self.check_workers({s.queue for s in specs}, force=False)
         return futures
+
+    def cancel_task_run(self, task_run_id: str) -> bool:
+        """Cancel one task run (dropped if waiting, killed within seconds if running)."""
+        dropped, flagged = task_runs.cancel(self.client, self.limits, task_run_ids=[task_run_id],
+                                            message=f"task run {task_run_id} cancelled by request")
+        return bool(dropped or flagged)
 
     # -- workers ----------------------------------------------------------------------------
     def check_workers(self, queues: set[str], force: bool = False) -> None:
@@ -148,33 +140,17 @@ class Runtime:
             if not force and last is not None and now - last < WORKER_CHECK_SECONDS:
                 continue
             self._queues_checked[name] = now
-            if queue_store.live_workers_for(self.client, name) > 0:
+            if workers.live_workers_for(self.client, name) > 0:
                 continue
             if self.embedded and self.settings.start_local_workers:
-                if not self._local_workers_alive_for(name):
-                    self._start_local_workers(name)
+                if not self._local_workers.serving(name):
+                    self._local_workers.start(name)
             elif name not in self._warned_queues:
                 self._warned_queues.add(name)
                 sys.stderr.write(
                     f"flowkit: waiting: no worker serves queue {name!r} at {redact(self.url)}; "
                     f"start one with `flowkit worker start -q {name}` and FLOWKIT_REDIS_URL set "
                     "to this URL\n")
-
-    def _local_workers_alive_for(self, name: str) -> bool:
-        return any(p.poll() is None and getattr(p, "flowkit_queue", None) == name
-                   for p in self._local_workers)
-
-    def _start_local_workers(self, name: str) -> None:
-        log_dir = self.settings.home / "logs"
-        log_dir.mkdir(parents=True, exist_ok=True)
-        log = open(log_dir / f"worker-{name}-{os.getpid()}.log", "ab")
-        cmd = [sys.executable, "-m", "flowkit", "worker", "start", "--queue", name,
-               "--concurrency", str(self.settings.executor_count), "--redis-url", self.url,
-               "--parent-pid", str(os.getpid())]
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True)
-        proc.flowkit_queue = name  # type: ignore[attr-defined]
-        self._local_workers.append(proc)
 
     # -- waiting and results ----------------------------------------------------------------
     def wait_for(self, future: TaskFuture[Any], timeout: float | None) -> None:
@@ -216,87 +192,60 @@ class Runtime:
 
     def read_task_state(self, task_run_id: str) -> RunState:
         """The current state of a task run as stored in Redis."""
-        raw = call(self.client, self.client.hget, keys.task_run(task_run_id), "state")
-        return RunState(raw.decode()) if raw else RunState.PENDING
+        return task_runs.get_task_state(self.client, task_run_id) or RunState.PENDING
 
-    # -- the listener -----------------------------------------------------------------------
-    def _listen(self) -> None:
-        client, last = self._listener_client, "0-0"
-        failures = 0
-        while not self._stopping:
-            try:
-                reply: Any = client.xread({self.reply_key: last}, count=2000, block=1000)
-                failures = 0
-            except Exception as exc:  # connection trouble: back off, bounded, then give up
-                failures += 1
-                if self._stopping or failures > 30:
-                    sys.stderr.write(f"flowkit: listener stopped: {exc}\n")
-                    return
-                time.sleep(min(0.1 * 2 ** failures, 2.0))
-                continue
-            if not reply:
-                continue
-            entries = reply[0][1]
-            for entry_id, fields in entries:
-                self._handle(fields)
-            last = entries[-1][0].decode()
-            try:
-                client.xtrim(self.reply_key, minid=last, approximate=True)
-            except Exception:
-                pass
-
+    # -- replies ----------------------------------------------------------------------------
     def _handle(self, fields: dict[bytes, bytes]) -> None:
         kind = fields.get(b"kind")
         if kind == b"cancel_flow":
-            self._interrupt_flow(fields[b"id"].decode())
-            return
-        if kind == b"log":
+            thread_id = self._flow_threads.get(fields[b"id"].decode())
+            if thread_id is not None:
+                raise_in_thread(thread_id, CancelledRun)
+        elif kind == b"log":
             self.echo({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
-            return
-        if kind != b"done":
-            return
-        task_run_id = fields[b"id"].decode()
-        state = RunState(fields[b"state"].decode())
-        error = {k.decode(): (v if k == b"exception" else v.decode("utf-8", "replace"))
-                 for k, v in fields.items()
-                 if k in (b"error_type", b"error_message", b"traceback", b"exception")}
-        self._complete(task_run_id, state, fields.get(b"result"), error)
+        elif kind == b"done":
+            error = {k.decode(): (v if k == b"exception" else v.decode("utf-8", "replace"))
+                     for k, v in fields.items()
+                     if k in (b"error_type", b"error_message", b"traceback", b"exception")}
+            self._complete(fields[b"id"].decode(), RunState(fields[b"state"].decode()),
+                           fields.get(b"result"), error)
 
     def _complete(self, task_run_id: str, state: RunState, payload: bytes | None,
                   error: dict[str, Any]) -> None:
         with self._lock:
             future = self._futures.pop(task_run_id, None)
-            dependents = self._dependents.pop(task_run_id, [])
+            decision = self._dependencies.finished(task_run_id, state.is_success)
         if future is not None:
             future._set_done(state, payload, error)
-        release: list[_Held] = []
-        fail: list[_Held] = []
-        with self._lock:
-            for dependent_id in dependents:
-                held = self._held.get(dependent_id)
-                if held is None:
-                    continue
-                held.waiting_on.discard(task_run_id)
-                if not state.is_success:
-                    del self._held[dependent_id]
-                    fail.append(held)
-                elif not held.waiting_on:
-                    del self._held[dependent_id]
-                    release.append(held)
-        if release:
-            runs.release_task_runs(self.client, [(h.spec.id, h.spec.queue) for h in release])
         name = future.task_name if future is not None else "?"
-        for held in fail:
-            self._fail_upstream(held, name, task_run_id, state)
+        self._apply(decision, {task_run_id: (name, state)})
 
-    def _fail_upstream(self, held: _Held, upstream_name: str, upstream_id: str,
-                       upstream_state: RunState) -> None:
-        message = (f"task {held.spec.task_name!r} did not run: upstream task "
-                   f"{upstream_name!r} (run {upstream_id}) ended {upstream_state.value}")
-        runs.fail_without_running(self.client, held.spec.id, held.spec.flow_run_id,
-                                  RunState.FAILED, "flowkit.errors.UpstreamFailed", message)
-        self._complete(held.spec.id, RunState.FAILED, None,
-                       {"error_type": "flowkit.errors.UpstreamFailed", "error_message": message})
+    def _apply(self, decision: Decision, ended: dict[str, tuple[str, RunState]]) -> None:
+        """Carry out what the dependency tracker decided: queue the ready, fail the rest (and
+        resolve their futures here: the driver knows before Redis replies)."""
+        task_runs.release_held(self.client, self.limits, decision.ready)
+        if not decision.failed:
+            return
+        failures: list[tuple[str, str]] = []
+        with self._lock:
+            futures = {f.task_run_id: self._futures.pop(f.task_run_id, None)
+                       for f in decision.failed}
+        for failed in decision.failed:
+            future = futures[failed.task_run_id]
+            upstream_name, upstream_state = ended.get(failed.upstream_id, ("?", RunState.FAILED))
+            message = (f"task {future.task_name if future else '?'!r} did not run: upstream "
+                       f"task {upstream_name!r} (run {failed.upstream_id}) ended "
+                       f"{upstream_state.value}")
+            failures.append((failed.task_run_id, message))
+            if future is not None:
+                ended[failed.task_run_id] = (future.task_name, RunState.FAILED)
+        task_runs.fail_unstarted(self.client, self.limits, failures, RunState.FAILED,
+                                 UPSTREAM_FAILED)
+        for (task_run_id, message) in failures:
+            future = futures[task_run_id]
+            if future is not None:
+                future._set_done(RunState.FAILED, None,
+                                 {"error_type": UPSTREAM_FAILED, "error_message": message})
 
     def echo(self, record: dict[str, str]) -> None:
         """Print one run log line to this driver's stderr."""
@@ -312,34 +261,19 @@ class Runtime:
 
     # -- shutdown ---------------------------------------------------------------------------
     def close(self) -> None:
-        """Finish the ad-hoc flow run, stop local workers and the listener."""
+        """Leave the ad-hoc flow run (it ends now, or by itself when its last task run ends),
+        stop local workers and the listener."""
         if self._stopping or os.getpid() != self.pid:
             return
         self._stopping = True
+        self._listener.stop()
         try:
             if self._adhoc_flow_run is not None:
-                run = runs.get_flow_run(self.client, self._adhoc_flow_run) or {}
-
-                def count(*states: str) -> int:
-                    return sum(int(run.get(f"n_{s}", 0) or 0) for s in states)
-
-                # Work still queued or running goes on without this driver: the run stays
-                # RUNNING and its counters keep moving as workers finish it.
-                if not count("pending", "running", "retrying"):
-                    bad = count("failed", "timed_out", "crashed")
-                    runs.set_flow_run_state(self.client, self._adhoc_flow_run, RunState.RUNNING,
-                                            RunState.FAILED if bad else RunState.COMPLETED)
+                flow_runs.close_flow_run(self.client, self.limits, self._adhoc_flow_run)
             self.client.delete(self.reply_key)
-        except Exception:
+        except Exception:  # Redis away at exit: the run stays as it was, nothing to undo
             pass
-        for proc in self._local_workers:
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self._local_workers:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self._local_workers.stop()
 
 
 _runtime: Runtime | None = None

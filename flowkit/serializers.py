@@ -30,6 +30,9 @@ from flowkit._version import __version__
 from flowkit.errors import ConfigurationError, EnvelopeError, SerializationError
 
 MAGIC = b"FK1"
+#: Sealed results start with this (the seal's version), then the sealing key's id.
+SEAL_MAGIC = b"FKS1"
+_KEY_ID_SIZE = 12
 _MAC_SIZE = 32
 _LEN = struct.Struct(">I")
 PYTHON_VERSION = ".".join(platform.python_version_tuple()[:2])
@@ -187,16 +190,35 @@ def open_envelope(key: SigningKey, head: bytes, body: bytes) -> OpenedEnvelope:
 
 
 def seal(key: SigningKey, payload: bytes) -> bytes:
-    """Prefix a pickled result with its HMAC so readers can trust it before unpickling."""
-    return key.sign(payload) + payload
+    """Seal a pickled result (or exception) so readers can trust it before unpickling:
+    ``SEAL_MAGIC | key id | HMAC(magic, key id, payload) | payload``. The version and the key
+    id are covered by the HMAC; the key id tells a reader which key sealed it."""
+    head = SEAL_MAGIC + key.key_id.encode()
+    return head + key.sign(head, payload) + payload
 
 
 def unseal(key: SigningKey, data: bytes) -> bytes:
-    """Check and strip a result's HMAC."""
-    mac, payload = data[:_MAC_SIZE], data[_MAC_SIZE:]
-    if not hmac.compare_digest(mac, key.sign(payload)):
+    """Check and strip a result's seal.
+
+    Raises:
+        EnvelopeError: the seal does not verify with ``key``, naming both key ids when they
+            differ.
+    """
+    if not data.startswith(SEAL_MAGIC):  # sealed by flowkit 0.1 (mac | payload)
+        mac, payload = data[:_MAC_SIZE], data[_MAC_SIZE:]
+        if hmac.compare_digest(mac, key.sign(payload)):
+            return payload
         raise EnvelopeError("result signature does not verify: the worker that wrote it has a "
                             "different FLOWKIT_SECRET_KEY than this driver")
+    start = len(SEAL_MAGIC) + _KEY_ID_SIZE
+    head, mac = data[:start], data[start:start + _MAC_SIZE]
+    payload = data[start + _MAC_SIZE:]
+    if not hmac.compare_digest(mac, key.sign(head, payload)):
+        sealed_by = head[len(SEAL_MAGIC):].decode("ascii", "replace")
+        why = (f"it was sealed with key {sealed_by} and this process has key {key.key_id}"
+               if sealed_by != key.key_id else "it was changed after it was sealed")
+        raise EnvelopeError(f"result signature does not verify: {why}. Give drivers and "
+                            "workers the same FLOWKIT_SECRET_KEY.")
     return payload
 
 

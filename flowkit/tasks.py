@@ -19,7 +19,7 @@ from flowkit.futures import ResultRef, TaskFuture
 if TYPE_CHECKING:
     from flowkit.caching import CacheKey, CachePolicy
     from flowkit.runtime import Runtime
-    from flowkit.store.runs import CacheSettings, TaskRunSpec
+    from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -191,8 +191,7 @@ class Task(Generic[P, R]):
         if log_prints is None:
             log_prints = bool(flow_ctx and flow_ctx.log_prints)
         queue = self.options.queue or runtime.settings.default_queue
-        exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue,
-                     "cached": self._policy is not None}
+        exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue}
         prepared = self._prepare(calls, exec_opts, flow_run_id,
                                  flow_ctx.parameters if flow_ctx else {})
         digest, blob = self._function_blob()
@@ -208,7 +207,7 @@ class Task(Generic[P, R]):
         """Pickle (and key) every call first: one that cannot travel, or cannot be hashed for
         its cache key, raises before anything is queued. Past KEEP_PICKLED_BYTES the bytes are
         dropped and pickled again when sent: cheaper than holding a whole large map."""
-        from flowkit.store.runs import new_id
+        from flowkit._ids import new_id
 
         prepared = []
         kept = 0
@@ -245,14 +244,12 @@ class Task(Generic[P, R]):
         """Sign and queue chunk by chunk: workers start on the first chunk while later ones are
         still being signed, and a sender thread writes one chunk to Redis while this thread
         signs the next (hashing and socket writes release the GIL)."""
-        from flowkit.store.runs import CacheSettings, TaskRunSpec
+        from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
         expiration = self.options.cache_expiration
-        cache = CacheSettings(
+        cache = CacheOptions(
             expiration_ms=int(expiration.total_seconds() * 1000) if expiration else None,
-            refresh=bool(self.options.refresh_cache),
-            result_ttl_ms=runtime.settings.result_ttl_seconds * 1000,
-            inline_bytes=runtime.settings.inline_result_bytes)
+            refresh=bool(self.options.refresh_cache))
         sender = _ChunkSender(runtime, cache)
         specs: list[TaskRunSpec] = []
         upstreams: list[list[TaskFuture[Any]]] = []
@@ -319,7 +316,7 @@ _SENT = _PreparedCall("", (), {}, [], "")
 class _ChunkSender:
     """Queues chunks of a submit in order: the first at once, later ones from a thread."""
 
-    def __init__(self, runtime: Runtime, cache: CacheSettings) -> None:
+    def __init__(self, runtime: Runtime, cache: CacheOptions) -> None:
         self.runtime = runtime
         self.cache = cache
         self.pool: Any = None

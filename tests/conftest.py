@@ -59,6 +59,15 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
+def limits() -> Any:
+    """The store limits of the default settings (for tests that call the store directly)."""
+    from flowkit.settings import Settings
+    from flowkit.store.limits import Limits
+
+    return Limits.from_settings(Settings())
+
+
+@pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
     """A client on a freshly flushed database (flushed again afterwards)."""
     from flowkit.runtime import reset_runtime
@@ -105,7 +114,7 @@ class WorkerProcesses:
         return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
 
     def wait_registered(self, client: redis.Redis, queue: str = "default", count: int = 1) -> None:
-        from flowkit.store.queue import live_workers_for
+        from flowkit.store.workers import live_workers_for
 
         wait_until(lambda: live_workers_for(client, queue) >= count, timeout=15,
                    message=f"{count} worker(s) on queue {queue!r}")

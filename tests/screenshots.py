@@ -46,7 +46,7 @@ def main(out: Path) -> None:
 
 def make_runs() -> dict[str, str]:
     from flowkit import flow, get_run_logger, task
-    from flowkit.store import runs
+    from flowkit.store import flow_runs, task_runs
     from flowkit.runtime import get_runtime
 
     @task(retries=2, retry_delay_seconds=0.2)
@@ -87,8 +87,8 @@ def make_runs() -> dict[str, str]:
         pass
     threading.Thread(target=lambda: _ignore(nightly), daemon=True).start()
     time.sleep(1.5)
-    crawl_id = runs.search_flow_runs(client, name="crawl-site", limit=1)[0]["id"]
-    retried = next(t["id"] for t in runs.get_task_runs(client, crawl_id)
+    crawl_id = flow_runs.search_flow_runs(client, name="crawl-site", limit=1)[0]["id"]
+    retried = next(t["id"] for t in task_runs.get_task_runs(client, crawl_id)
                    if t["state"] == "failed")
     return {"run": crawl_id, "task": retried}
 

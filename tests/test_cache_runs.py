@@ -18,7 +18,7 @@ from flowkit.caching import INPUTS
 from flowkit.cli import cli
 from flowkit.errors import CacheKeyError
 from flowkit.states import RunState
-from flowkit.store import runs
+from flowkit.store import task_runs
 
 from conftest import TESTS_DIR
 from tasks_for_tests import cached_count
@@ -37,9 +37,9 @@ def test_second_identical_call_is_answered_from_the_cache(worker, client, tmp_pa
     assert second.state is RunState.CACHED and first.state is RunState.COMPLETED
     assert _executions(Path(marker)) == 1
     assert cached_count.submit(marker, {"a": 2}).result(timeout=10) == "execution 2"
-    record = runs.get_task_run(client, second.task_run_id)
+    record = task_runs.get_task_run(client, second.task_run_id)
     assert record["cache_hit"] == "1" and record["cache_key"] == first.cache_key
-    assert [h["state"] for h in runs.get_history(client, second.task_run_id)] == ["cached"]
+    assert [h["state"] for h in task_runs.get_history(client, second.task_run_id)] == ["cached"]
 
 
 DRIVER = textwrap.dedent('''

@@ -14,7 +14,7 @@ import flowkit
 from flowkit import flow
 from flowkit.errors import CancelledRun
 from flowkit.states import RunState
-from flowkit.store import runs
+from flowkit.store import flow_runs, task_runs
 
 from conftest import wait_until
 from tasks_for_tests import identity, sleep_then
@@ -46,7 +46,7 @@ def test_cancel_a_running_future_kills_it_within_seconds(workers, client) -> Non
     with pytest.raises(CancelledRun):
         future.result(timeout=10)
     assert time.monotonic() - started < 3
-    history = runs.get_history(client, future.task_run_id)
+    history = task_runs.get_history(client, future.task_run_id)
     assert [h["state"] for h in history] == ["running", "cancelled"]
     assert identity.submit("next").result(timeout=10) == "next"
     assert proc.poll() is None
@@ -71,9 +71,9 @@ def test_cli_cancel_stops_a_flow_run_and_its_tasks(workers, client) -> None:
 
     thread = threading.Thread(target=run_flow)
     thread.start()
-    wait_until(lambda: runs.list_flow_runs(client, state="running"), message="the flow run")
-    run_id = runs.list_flow_runs(client)[0]["id"]
-    wait_until(lambda: runs.get_flow_run(client, run_id)["n_running"] == "1", message="a task")
+    wait_until(lambda: flow_runs.list_flow_runs(client, state="running"), message="the flow run")
+    run_id = flow_runs.list_flow_runs(client)[0]["id"]
+    wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_running"] == "1", message="a task")
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "flowkit", "run", "cancel", run_id, "--json"],
                           capture_output=True, text=True, timeout=30, env=os.environ)
@@ -83,16 +83,16 @@ def test_cli_cancel_stops_a_flow_run_and_its_tasks(workers, client) -> None:
     assert not thread.is_alive()
     assert time.monotonic() - started < 5
     assert isinstance(outcome.get("error"), CancelledRun)
-    row = runs.get_flow_run(client, run_id)
+    row = flow_runs.get_flow_run(client, run_id)
     assert row["state"] == "cancelled"
-    wait_until(lambda: runs.get_flow_run(client, run_id)["n_cancelled"] == "4",
+    wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_cancelled"] == "4",
                message="all four task runs cancelled")
-    assert runs.get_flow_run(client, run_id)["n_running"] == "0"
+    assert flow_runs.get_flow_run(client, run_id)["n_running"] == "0"
 
 
 def test_cancel_flow_run_from_python(client) -> None:
     futures = identity.map(range(3))  # ad-hoc run, no worker: all queued
-    run_id = runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
+    run_id = task_runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
     assert flowkit.cancel_flow_run(run_id) == (3, 0)
     assert all(isinstance(f.exception(timeout=5), CancelledRun) for f in futures)
     with pytest.raises(flowkit.FlowkitError, match="no flow run"):

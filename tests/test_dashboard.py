@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from flowkit import flow, get_run_logger, task
 from flowkit.dashboard.app import create_app
-from flowkit.store import runs
+from flowkit.store import flow_runs, task_runs
 
 from conftest import wait_until
 from tasks_for_tests import add, fail, sleep_then, square
@@ -80,7 +80,7 @@ def test_cursor_pagination_walks_every_run_once(worker, client, dash) -> None:
 
 def test_run_detail_tasks_timeline_logs_and_masked_secrets(worker, client, dash) -> None:
     dash_demo(4)
-    run_id = runs.list_flow_runs(client)[0]["id"]
+    run_id = flow_runs.list_flow_runs(client)[0]["id"]
     detail = dash.get(f"/api/runs/{run_id}").json()
     assert detail["run"]["parameters"] == {"n": 4, "api_token": "***"}
     assert sorted(t["state"] for t in detail["tasks"]) == ["completed"] * 4 + ["failed"]
@@ -128,12 +128,12 @@ def test_workers_and_queues(worker, client, dash) -> None:
 
 def test_cancel_action_needs_the_header_and_cancels(worker, client, dash) -> None:
     futures = [sleep_then.submit(30, i) for i in range(3)]
-    run_id = runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
-    wait_until(lambda: runs.get_flow_run(client, run_id)["n_running"] == "2", message="start")
+    run_id = task_runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
+    wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_running"] == "2", message="start")
     assert dash.post(f"/api/runs/{run_id}/cancel").status_code == 403
     answer = dash.post(f"/api/runs/{run_id}/cancel", headers=ACTION).json()
     assert answer == {"flow_run_id": run_id, "dropped": 1, "stopping": 2}
-    wait_until(lambda: runs.get_flow_run(client, run_id)["n_cancelled"] == "3", timeout=10,
+    wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_cancelled"] == "3", timeout=10,
                message="running attempts to be killed")
     assert dash.get(f"/api/runs/{run_id}").json()["run"]["state"] == "cancelled"
 
@@ -154,11 +154,11 @@ def test_retry_action_reruns_failed_tasks_and_closes_the_run(worker, client, das
 
     with pytest.raises(RuntimeError):
         retry_me(str(marker))
-    run_id = runs.list_flow_runs(client, state="failed")[0]["id"]
+    run_id = flow_runs.list_flow_runs(client, state="failed")[0]["id"]
     marker.write_text("now it works")
     answer = dash.post(f"/api/runs/{run_id}/retry", headers=ACTION).json()
     assert answer == {"flow_run_id": run_id, "retried": 1, "not_retryable": 0}
-    wait_until(lambda: runs.get_flow_run(client, run_id)["state"] == "completed", timeout=15,
+    wait_until(lambda: flow_runs.get_flow_run(client, run_id)["state"] == "completed", timeout=15,
                message="the retried run to close itself")
     detail = dash.get(f"/api/runs/{run_id}").json()
     assert detail["run"]["task_counts"] == {"completed": 1}
@@ -228,15 +228,15 @@ def test_event_stream_of_one_run_has_its_task_events_and_logs(worker, client,
     def followed() -> int:
         logger = get_run_logger()
         first = sleep_then.submit(0.8, 1)
-        wait_until(lambda: runs.get_task_run(client, first.task_run_id)["state"] == "running")
+        wait_until(lambda: task_runs.get_task_run(client, first.task_run_id)["state"] == "running")
         logger.info("between the tasks")  # log lines and task events interleave on the page
         return first.result() + sleep_then(0.3, 1)
 
     runner = threading.Thread(target=followed)
     runner.start()
     try:
-        wait_until(lambda: runs.list_flow_runs(client, state="running"), message="the run")
-        run_id = runs.list_flow_runs(client)[0]["id"]
+        wait_until(lambda: flow_runs.list_flow_runs(client, state="running"), message="the run")
+        run_id = flow_runs.list_flow_runs(client)[0]["id"]
         seen: list[tuple[str, str]] = []
         with httpx.Client(timeout=10) as http:
             with http.stream("GET", f"{dashboard_url}/api/events",

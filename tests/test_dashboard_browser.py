@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from flowkit import flow, get_run_logger
-from flowkit.store import runs
+from flowkit.store import flow_runs, task_runs
 
 from conftest import wait_until
 from tasks_for_tests import sleep_then, square
@@ -97,14 +97,14 @@ def test_cancel_a_run_with_the_button(worker, client, page) -> None:
 
     thread = _run_in_thread(to_cancel)
     try:
-        wait_until(lambda: runs.list_flow_runs(client, state="running"), message="the run")
-        run_id = runs.list_flow_runs(client)[0]["id"]
-        wait_until(lambda: runs.get_flow_run(client, run_id)["n_running"] == "2", message="tasks")
+        wait_until(lambda: flow_runs.list_flow_runs(client, state="running"), message="the run")
+        run_id = flow_runs.list_flow_runs(client)[0]["id"]
+        wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_running"] == "2", message="tasks")
         page.goto(f"{page.base}/runs/{run_id}")
         page.once("dialog", lambda dialog: dialog.accept())
         page.locator("button#cancel").click()
         page.locator("#run-state.state-cancelled").wait_for()
-        wait_until(lambda: runs.get_flow_run(client, run_id)["n_cancelled"] == "3",
+        wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_cancelled"] == "3",
                    message="every task run cancelled")
         page.locator("#tasks tr[data-task-id] .state-cancelled").nth(2).wait_for()
     finally:
@@ -114,8 +114,8 @@ def test_cancel_a_run_with_the_button(worker, client, page) -> None:
 
 def test_main_pages_render(worker, client, page, tmp_path) -> None:
     live_flow()
-    run_id = runs.list_flow_runs(client)[0]["id"]
-    task_run_id = runs.get_task_runs(client, run_id)[0]["id"]
+    run_id = flow_runs.list_flow_runs(client)[0]["id"]
+    task_run_id = task_runs.get_task_runs(client, run_id)[0]["id"]
     for path, marker in (("/runs", "#runs"), (f"/runs/{run_id}", "#tasks"),
                          (f"/tasks/{task_run_id}", "#history"), ("/workers", "#workers"),
                          ("/queues", "#queues")):

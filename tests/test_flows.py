@@ -9,7 +9,7 @@ import pytest
 
 from flowkit import flow, get_run_logger
 from flowkit.errors import ConfigurationError, FlowTimeout
-from flowkit.store import runs
+from flowkit.store import flow_runs, logs as store_logs, task_runs
 
 from tasks_for_tests import CustomError, add, chatty, fail, square
 
@@ -80,24 +80,24 @@ def test_validation_can_be_turned_off(worker, client) -> None:
 
 def test_flow_run_record_and_task_counts(worker, client) -> None:
     assert adder(1, 1) == 2
-    [row] = runs.list_flow_runs(client)
+    [row] = flow_runs.list_flow_runs(client)
     assert row["name"] == "adder" and row["state"] == "completed"
     assert row["n_completed"] == "1" and row["n_total"] == "1"
     assert row["parameters"] == '{"a": 1, "b": 1}'
-    [task_run] = runs.get_task_runs(client, row["id"])
+    [task_run] = task_runs.get_task_runs(client, row["id"])
     assert task_run["task_name"] == "add" and task_run["state"] == "completed"
-    states = [h["state"] for h in runs.get_history(client, task_run["id"])]
+    states = [h["state"] for h in task_runs.get_history(client, task_run["id"])]
     assert states == ["running", "completed"]
 
 
 def test_task_failure_fails_the_flow_with_the_task_exception(worker, client) -> None:
     with pytest.raises(CustomError, match="broken on purpose"):
         fails_inside()
-    [row] = runs.list_flow_runs(client)
+    [row] = flow_runs.list_flow_runs(client)
     assert row["state"] == "failed"
     assert row["error_type"] == "tasks_for_tests.CustomError"
-    assert runs.list_flow_runs(client, state="failed")[0]["id"] == row["id"]
-    assert runs.list_flow_runs(client, state="completed") == []
+    assert flow_runs.list_flow_runs(client, state="failed")[0]["id"] == row["id"]
+    assert flow_runs.list_flow_runs(client, state="completed") == []
 
 
 def test_unobserved_task_failure_fails_the_flow(worker, client) -> None:
@@ -107,7 +107,7 @@ def test_unobserved_task_failure_fails_the_flow(worker, client) -> None:
 
 def test_handled_task_failure_lets_the_flow_complete(worker, client) -> None:
     assert handles_failure() == "recovered"
-    assert runs.list_flow_runs(client)[0]["state"] == "completed"
+    assert flow_runs.list_flow_runs(client)[0]["state"] == "completed"
 
 
 def test_flow_timeout(client) -> None:
@@ -119,7 +119,7 @@ def test_flow_timeout(client) -> None:
     with pytest.raises(FlowTimeout, match="timeout_seconds=0.3"):
         slow()
     assert time.monotonic() - started < 3
-    assert runs.list_flow_runs(client)[0]["state"] == "timed_out"
+    assert flow_runs.list_flow_runs(client)[0]["state"] == "timed_out"
 
 
 def test_invalid_flow_options() -> None:
@@ -135,7 +135,7 @@ def test_subflow_records_parent(worker, client) -> None:
         return adder(1, 2)
 
     assert parent() == 3
-    by_name = {r["name"]: r for r in runs.list_flow_runs(client)}
+    by_name = {r["name"]: r for r in flow_runs.list_flow_runs(client)}
     assert by_name["adder"]["parent"] == by_name["parent"]["id"]
 
 
@@ -147,8 +147,8 @@ def test_logs_and_prints_are_stored_and_echoed(worker, client, capfd) -> None:
         return chatty(3)
 
     assert talk() == 3
-    [row] = [r for r in runs.list_flow_runs(client) if r["name"] == "talk"]
-    messages = [fields["message"] for _, fields in runs.read_logs(client, row["id"])]
+    [row] = [r for r in flow_runs.list_flow_runs(client) if r["name"] == "talk"]
+    messages = [fields["message"] for _, fields in store_logs.read_logs(client, row["id"])]
     assert messages[:2] == ["flow says hi", "flow prints"]
     assert messages[2:] == ["line 1 of 3", "line 2 of 3", "line 3 of 3", "printed 3"]
     err = capfd.readouterr().err

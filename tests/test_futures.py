@@ -10,7 +10,7 @@ import flowkit
 from flowkit import flow, task
 from flowkit.errors import TaskFailed, TaskTimeout, UpstreamFailed
 from flowkit.states import RunState
-from flowkit.store import runs
+from flowkit.store import task_runs
 
 from tasks_for_tests import CustomError, add, fail, identity, sleep_then, square
 
@@ -48,7 +48,7 @@ def test_upstream_failure_fails_downstream_without_running_it(worker, client) ->
     with pytest.raises(UpstreamFailed, match="upstream task 'fail'"):
         downstream.result(timeout=10)
     assert downstream.state is RunState.FAILED
-    record = runs.get_task_run(client, downstream.task_run_id)
+    record = task_runs.get_task_run(client, downstream.task_run_id)
     assert record is not None and record["attempt"] == "0"
     assert record["error_type"] == "flowkit.errors.UpstreamFailed"
 

@@ -26,7 +26,10 @@ def test_every_package_folder_is_listed() -> None:
     assert not missing, f"add these to [tool.setuptools] packages: {sorted(missing)}"
 
 
-def test_lua_scripts_ship_as_package_data() -> None:
+def test_the_lua_library_ships_as_package_data() -> None:
+    from flowkit.store.functions import FILES
+
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    assert "*.lua" in config["package-data"]["flowkit.store.scripts"]
-    assert list((ROOT / "flowkit" / "store" / "scripts").glob("*.lua"))
+    assert "*.lua" in config["package-data"]["flowkit.store.library"]
+    shipped = {p.stem for p in (ROOT / "flowkit" / "store" / "library").glob("*.lua")}
+    assert shipped == set(FILES), "every library file is loaded, and only those"

@@ -13,7 +13,7 @@ import pytest
 from flowkit import unmapped
 from flowkit.errors import TaskTimeout, WorkerCrashed
 from flowkit.states import RunState
-from flowkit.store import runs
+from flowkit.store import task_runs
 
 from conftest import wait_until
 from tasks_for_tests import (exit_hard, identity, record_run, sleep_ignoring_signals,
@@ -46,7 +46,7 @@ def test_sigkill_of_a_whole_worker_loses_nothing(workers, client, tmp_path) -> N
     recovered_in = time.monotonic() - killed_at
     assert result.startswith("done by")
     assert recovered_in < 2 + 2 + 1.0 + 1, f"recovery took {recovered_in:.1f}s"
-    history = runs.get_history(client, future.task_run_id)
+    history = task_runs.get_history(client, future.task_run_id)
     assert [(h["state"], h["attempt"], h.get("worker")) for h in history] == [
         ("running", 1, "doomed"), ("crashed", 1, "doomed"), ("running", 2, "survivor"),
         ("completed", 2, "survivor")]
@@ -71,11 +71,11 @@ def test_whole_worker_death_counts_a_crash_only_against_the_running_task(workers
     os.killpg(doomed.pid, signal.SIGKILL)
     workers.start("default", concurrency=1, env=FAST_LEASES, name="survivor")
     assert [f.result(timeout=30) for f in futures] == ["ok"] * 10
-    states = lambda f: [h["state"] for h in runs.get_history(client, f.task_run_id)]
+    states = lambda f: [h["state"] for h in task_runs.get_history(client, f.task_run_id)]
     assert states(sleeper) == ["running", "crashed", "running", "completed"]
     assert client.hget(f"flowkit:taskrun:{sleeper.task_run_id}", "crashes") == b"1"
     for f in batched:
-        history = runs.get_history(client, f.task_run_id)
+        history = task_runs.get_history(client, f.task_run_id)
         assert [h["state"] for h in history] == ["pending", "running", "completed"], history
         assert "died before starting it" in history[0]["message"]
         assert history[1]["attempt"] == 1 and history[1]["worker"] == "survivor"
@@ -99,11 +99,11 @@ def test_frozen_worker_cannot_write_a_stale_result(workers, client, tmp_path) ->
     # The frozen attempt finishes after its resume and is fenced off: one result, attempt 2's.
     wait_until(lambda: len(_executions(marker)) == 2, message="both bodies to run")
     time.sleep(2.0)  # give the resumed attempt time to try to record its result
-    record = runs.get_task_run(client, future.task_run_id)
+    record = task_runs.get_task_run(client, future.task_run_id)
     assert record is not None and record["state"] == "completed" and record["attempt"] == "2"
     assert record["worker"] == "thawed-peer"
     assert "(first)" in result
-    history = runs.get_history(client, future.task_run_id)
+    history = task_runs.get_history(client, future.task_run_id)
     assert [h["state"] for h in history].count("completed") == 1
     assert [h["state"] for h in history] == ["running", "crashed", "running", "completed"]
 
@@ -114,7 +114,7 @@ def test_poison_pill_is_dead_lettered_and_the_worker_keeps_serving(workers, clie
     pill = exit_hard.submit(9)
     with pytest.raises(WorkerCrashed, match="dead-lettered after 3 crashes"):
         pill.result(timeout=30)
-    history = runs.get_history(client, pill.task_run_id)
+    history = task_runs.get_history(client, pill.task_run_id)
     assert [h["state"] for h in history] == ["running", "crashed"] * 3
     assert all("exit code 9" in h["message"] for h in history if h["state"] == "crashed")
     assert client.lrange("flowkit:deadletter", 0, -1) == [pill.task_run_id.encode()]
@@ -131,7 +131,7 @@ def test_timeout_kills_code_that_ignores_signals(workers, client) -> None:
         stuck.result(timeout=30)
     assert time.monotonic() - started < 2 * (0.5 + 1.0) + 3
     assert stuck.state is RunState.TIMED_OUT
-    history = runs.get_history(client, stuck.task_run_id)
+    history = task_runs.get_history(client, stuck.task_run_id)
     assert [(h["state"], h["attempt"]) for h in history] == [
         ("running", 1), ("timed_out", 1), ("running", 2), ("timed_out", 2)]
     assert identity.submit("next").result(timeout=15) == "next"  # a fresh executor serves

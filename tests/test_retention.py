@@ -9,7 +9,7 @@ import time
 
 from flowkit import flow, get_run_logger
 from flowkit.states import RunState
-from flowkit.store import keys, runs
+from flowkit.store import flow_runs, keys, retention
 
 from conftest import wait_until
 from tasks_for_tests import square
@@ -34,7 +34,8 @@ def _newest_run(client) -> str:
     return client.zrevrange(keys.FLOW_RUNS, 0, 0)[0].decode()
 
 
-def test_prune_deletes_old_finished_runs_and_keeps_newer_and_running_ones(worker, client):
+def test_prune_deletes_old_finished_runs_and_keeps_newer_and_running_ones(worker, client,
+                                                                          limits):
     assert squares(n=4) == [0, 1, 4, 9]
     old = _newest_run(client)
     owned = _owned_keys(client, old)
@@ -44,37 +45,37 @@ def test_prune_deletes_old_finished_runs_and_keeps_newer_and_running_ones(worker
     time.sleep(0.05)
     assert squares(n=2) == [0, 1]
     new = _newest_run(client)
-    runs.create_flow_run(client, "stillrunning0001", "long-running")  # no end: never pruned
+    flow_runs.create_flow_run(client, limits, "stillrunning0001", "long-running")  # no end: never pruned
     client.zadd(keys.FLOW_RUNS, {"stillrunning0001": cutoff - 10})
-    before = runs.count_flow_runs_by_state(client)
+    before = flow_runs.count_flow_runs_by_state(client)
 
-    pruned = runs.prune_flow_runs(client, cutoff)
+    pruned = retention.prune_flow_runs(client, limits, cutoff)
 
     assert (pruned.flow_runs, pruned.task_runs, pruned.more) == (1, 4, False)
     assert client.exists(*owned) == 0
-    assert runs.get_flow_run(client, old) is None
+    assert flow_runs.get_flow_run(client, old) is None
     assert client.zscore(keys.FLOW_RUNS, old) is None
     assert client.zscore(keys.flow_runs_named("squares"), old) is None
-    after = runs.count_flow_runs_by_state(client)
+    after = flow_runs.count_flow_runs_by_state(client)
     assert after["completed"] == before["completed"] - 1 and after["running"] == before["running"]
-    assert runs.get_flow_run(client, new)["state"] == RunState.COMPLETED.value
-    assert runs.get_flow_run(client, "stillrunning0001")["state"] == "running"
-    assert runs.prune_flow_runs(client, cutoff) == runs.Pruned(0, 0, False)
+    assert flow_runs.get_flow_run(client, new)["state"] == RunState.COMPLETED.value
+    assert flow_runs.get_flow_run(client, "stillrunning0001")["state"] == "running"
+    assert retention.prune_flow_runs(client, limits, cutoff) == retention.Pruned(0, 0, False)
 
 
-def test_prune_works_in_bounded_batches(worker, client):
+def test_prune_works_in_bounded_batches(worker, client, limits):
     assert squares(n=10) == [i * i for i in range(10)]
     flow_run_id = _newest_run(client)
     cutoff = time.time() + 1
     steps = []
     while True:
-        pruned = runs.prune_flow_runs(client, cutoff, batch=3)
+        pruned = retention.prune_flow_runs(client, limits, cutoff, batch=3)
         steps.append((pruned.flow_runs, pruned.task_runs, pruned.more))
         if not pruned.more:
             break
     # 10 task runs, 3 per call; the flow run itself goes with the last of them.
     assert steps == [(0, 3, True), (0, 3, True), (0, 3, True), (1, 1, False)]
-    assert runs.get_flow_run(client, flow_run_id) is None
+    assert flow_runs.get_flow_run(client, flow_run_id) is None
 
 
 def test_workers_sweep_past_the_retention_period(workers, client):
@@ -84,7 +85,7 @@ def test_workers_sweep_past_the_retention_period(workers, client):
     assert squares(n=3) == [0, 1, 4]
     flow_run_id = _newest_run(client)
     owned = _owned_keys(client, flow_run_id)
-    assert runs.get_flow_run(client, flow_run_id) is not None
+    assert flow_runs.get_flow_run(client, flow_run_id) is not None
     wait_until(lambda: client.exists(*owned) == 0, timeout=15, message="the sweep")
     assert client.zscore(keys.FLOW_RUNS, flow_run_id) is None
 
@@ -99,4 +100,4 @@ def test_cli_prune_reports_what_it_deleted(worker, client, redis_url):
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"flow_runs": 1, "task_runs": 2,
                                        "older_than_days": 1e-07}
-    assert runs.get_flow_run(client, flow_run_id) is None
+    assert flow_runs.get_flow_run(client, flow_run_id) is None

@@ -10,13 +10,13 @@ import pytest
 import flowkit
 from flowkit import exponential_backoff, flow, task
 from flowkit.retries import delay_before_retry
-from flowkit.store import runs
+from flowkit.store import flow_runs, logs as store_logs, task_runs
 
 from tasks_for_tests import identity
 
 
 def _failures(client, future) -> list[dict]:
-    return [h for h in runs.get_history(client, future.task_run_id) if h.get("error_type")]
+    return [h for h in task_runs.get_history(client, future.task_run_id) if h.get("error_type")]
 
 
 @task
@@ -45,7 +45,7 @@ def test_backoff_delays_are_applied_between_attempts(worker, client) -> None:
     failures = _failures(client, future)
     assert [f["retry_in"] for f in failures[:3]] == [0.1, 0.2, 0.4]
     assert "retry_in" not in failures[3]
-    history = runs.get_history(client, future.task_run_id)
+    history = task_runs.get_history(client, future.task_run_id)
     starts = [h["ts"] for h in history if h["state"] == "running"]
     ends = [h["ts"] for h in history if h["state"] == "failed"]
     waits = [start - end for end, start in zip(ends, starts[1:])]
@@ -128,8 +128,8 @@ def test_flow_retries_run_the_flow_again(worker, client, tmp_path) -> None:
         return identity("second attempt")
 
     assert fragile() == "second attempt"
-    [row] = runs.list_flow_runs(client)
+    [row] = flow_runs.list_flow_runs(client)
     assert row["state"] == "completed" and row["attempt"] == "2"
-    messages = [f["message"] for _, f in runs.read_logs(client, row["id"])]
+    messages = [f["message"] for _, f in store_logs.read_logs(client, row["id"])]
     assert any("attempt 1 failed with RuntimeError: first attempt breaks" in m for m in messages)
     assert row["n_completed"] == "2"  # the task runs of both attempts stay on record

@@ -9,7 +9,7 @@ import sys
 import rq
 
 from flowkit.states import RunState
-from flowkit.store import runs
+from flowkit.store import task_runs
 
 from conftest import TESTS_DIR
 from tasks_for_tests import add, sleep_then
@@ -51,5 +51,5 @@ def test_stock_rq_worker_renews_leases_of_long_tasks(redis_url, client, workers)
         env={**os.environ, "PYTHONPATH": str(TESTS_DIR), **fast})
     assert done.returncode == 0, done.stdout + done.stderr
     assert future.result(timeout=10) == "slept"
-    history = runs.get_history(client, future.task_run_id)
+    history = task_runs.get_history(client, future.task_run_id)
     assert [h["state"] for h in history] == ["running", "completed"], history

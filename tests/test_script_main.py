@@ -71,7 +71,8 @@ def test_main_module_tasks_run_on_workers_started_elsewhere(workers, client, tmp
 
 
 def test_calls_outside_a_flow_are_recorded_in_an_adhoc_run(worker, client, tmp_path) -> None:
-    from flowkit.store.runs import get_task_runs, list_flow_runs
+    from flowkit.store.flow_runs import list_flow_runs
+    from flowkit.store.task_runs import get_task_runs
 
     script = tmp_path / "notebook_like.py"
     script.write_text(textwrap.dedent('''

@@ -110,7 +110,7 @@ def test_timeout_seconds_stops_the_attempt(worker, client) -> None:
 
 
 def test_retries_run_the_task_again_until_it_succeeds(worker, client, tmp_path) -> None:
-    from flowkit.store import runs
+    from flowkit.store import task_runs
 
     @task(retries=3, retry_delay_seconds=0.05)
     def flaky(path: str) -> int:
@@ -124,7 +124,7 @@ def test_retries_run_the_task_again_until_it_succeeds(worker, client, tmp_path) 
 
     future = flaky.submit(str(tmp_path / "attempts"))
     assert future.result(timeout=15) == 3
-    history = runs.get_history(client, future.task_run_id)
+    history = task_runs.get_history(client, future.task_run_id)
     outcomes = [(h["state"], h["attempt"]) for h in history if h["state"] != "running"]
     assert outcomes == [("failed", 1), ("failed", 2), ("completed", 3)]
     assert [h.get("retry_in") for h in history if h["state"] == "failed"] == [0.05, 0.05]

@@ -11,8 +11,8 @@ import pytest
 from flowkit import task
 from flowkit.errors import WorkerCrashed
 from flowkit.states import RunState
-from flowkit.store import runs
-from flowkit.store.queue import list_workers, live_workers_for
+from flowkit.store import task_runs
+from flowkit.store.workers import list_workers, live_workers_for
 
 from conftest import wait_until
 from tasks_for_tests import identity, sleep_then, whoami
@@ -56,7 +56,7 @@ def test_queues_are_served_in_priority_order(workers, client) -> None:
     low = identity.with_options(queue="low").map(range(5))
     high = identity.with_options(queue="high").map(range(5))
     workers.start("high", "low", concurrency=1, burst=True).wait(timeout=30)
-    started = {f.task_run_id: float(runs.get_task_run(client, f.task_run_id)["started"])
+    started = {f.task_run_id: float(task_runs.get_task_run(client, f.task_run_id)["started"])
                for f in low + high}
     assert max(started[f.task_run_id] for f in high) < min(started[f.task_run_id] for f in low)
     assert [f.result(timeout=5) for f in high] == list(range(5))
@@ -88,7 +88,7 @@ def test_multi_queue_executor_killed_while_waiting_loses_nothing(workers, client
     assert client.lrange("rq:queue:beta", 0, -1) == [future.task_run_id.encode()]
     os.kill(executor, signal.SIGKILL)
     assert future.result(timeout=15) == "kept"  # the replacement executor claims it
-    history = runs.get_history(client, future.task_run_id)
+    history = task_runs.get_history(client, future.task_run_id)
     assert [h["state"] for h in history] == ["running", "completed"]
 
 
@@ -129,7 +129,7 @@ def test_crash_with_retries_left_runs_again(workers, client, tmp_path) -> None:
     workers.start("default", concurrency=1)
     future = crash_once.submit(str(marker))
     assert future.result(timeout=20) == "second attempt"
-    history = runs.get_history(client, future.task_run_id)
+    history = task_runs.get_history(client, future.task_run_id)
     assert [(h["state"], h["attempt"]) for h in history] == [
         ("running", 1), ("crashed", 1), ("running", 2), ("completed", 2)]
     assert "SIGKILL" in history[1]["message"]

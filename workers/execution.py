@@ -16,7 +16,7 @@ from flowkit.errors import EnvelopeError, Retry, SerializationError, TaskTimeout
 from flowkit.futures import ResultRef
 from flowkit.logs import install_print_capture
 from flowkit.store import keys
-from flowkit.store.queue import Claim, Outcome
+from flowkit.store.attempts import Claim, Outcome
 from flowkit.workers.slots import Slot
 
 if TYPE_CHECKING:
@@ -34,7 +34,6 @@ class ExecutionContext:
 
     client: redis.Redis
     key: serializers.SigningKey
-    inline_result_bytes: int
     default_queue: str
     functions: dict[str, Callable[..., Any]] = field(default_factory=dict)
     #: Tells the supervisor which attempt runs and its hard deadline (None outside workers).
@@ -43,11 +42,10 @@ class ExecutionContext:
 
 @dataclass
 class Attempt:
-    """The outcome of one attempt and the queue it came from (for retries)."""
+    """The outcome of one attempt and the queue it came from."""
 
     outcome: Outcome
     queue: str
-    cached: bool = False  #: the task run has a cache key
 
 
 def _qualified(exc_type: type[BaseException]) -> str:
@@ -113,9 +111,6 @@ def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     attempt = _run_attempt(ctx, claimed)
     if started - claimed.claimed_at > RESTAMP_AFTER_SECONDS:
         attempt.outcome.started = started  # it waited in a batch: record the real start
-    # Failures always settle: a failed leader must hand its cache key to a waiting call even
-    # when the failure came before its options could be read.
-    attempt.outcome.settles_cache = attempt.cached or attempt.outcome.state != "completed"
     return attempt
 
 
@@ -139,7 +134,9 @@ def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
     timeout = opts.get("timeout_seconds")
     if ctx.slot is not None:
         now = time.time()
-        ctx.slot.start(claimed.id, now, now + timeout if timeout else 0.0)
+        retry = _hard_timeout_retry(opts, claimed, run_ctx.task_name, fn) if timeout else None
+        ctx.slot.start(claimed.id, now, now + timeout if timeout else 0.0,
+                       -1.0 if retry is None else retry)
     try:
         with _Alarm(timeout):
             value = fn(*args, **kwargs)
@@ -157,8 +154,7 @@ def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
         payload = serializers.seal(ctx.key, serializers.dumps_result(value))
     except SerializationError as exc:
         return Attempt(_failure(ctx, exc, retry_delay=None), queue)
-    return Attempt(Outcome("completed", payload, inline=len(payload) <= ctx.inline_result_bytes),
-                   queue, cached=bool(opts.get("cached")))
+    return Attempt(Outcome("completed", payload), queue)
 
 
 def _retry_for(opts: dict[str, Any], claimed: Claim, task_name: str, fn: Callable[..., Any],
@@ -176,6 +172,19 @@ def _retry_for(opts: dict[str, Any], claimed: Claim, task_name: str, fn: Callabl
         return None
     return retry_policy.delay_before_retry(opts.get("retry_delay_seconds"), retries,
                                            claimed.attempt, opts.get("retry_jitter_factor"))
+
+
+def _hard_timeout_retry(opts: dict[str, Any], claimed: Claim, task_name: str,
+                        fn: Callable[..., Any]) -> float | None:
+    """The retry decision for this attempt if a hard timeout kills it, made now: the
+    supervisor that kills it cannot (the retry options live in the envelope). None: no retry
+    (also when the user's retry condition itself fails)."""
+    timeout = opts.get("timeout_seconds")
+    try:
+        return _retry_for(opts, claimed, task_name, fn,
+                          TaskTimeout(f"task exceeded timeout_seconds={timeout}"))
+    except Exception:
+        return None
 
 
 def _user_traceback(exc: BaseException) -> str:

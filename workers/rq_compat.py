@@ -1,24 +1,30 @@
 """Lets a stock ``rq worker`` run flowkit task runs: each RQ job calls :func:`run_task_run`.
 
 flowkit's own executors are much faster (no fork, one round trip per task); this exists so that
-operators can drain a flowkit queue with plain RQ tooling if they ever need to.
+operators can drain a flowkit queue with plain RQ tooling if they ever need to. The outcome is
+recorded by the same library function as an executor's (``finish``), so everything an end of a
+run does (cache entries, waiting identical calls, closing the flow run) happens here too.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+import time
 from contextlib import contextmanager
 from typing import Any, Iterator
 
 from flowkit.serializers import load_signing_key
 from flowkit.settings import get_settings
-from flowkit.store import lua, queue as queue_store
+from flowkit.store import attempts, functions
+from flowkit.store.limits import Limits
 from flowkit.workers.execution import ExecutionContext, run_attempt
 
 
 def run_task_run(task_run_id: str) -> str:
-    """Execute one flowkit task run inside an RQ job; returns its final state."""
+    """Execute one flowkit task run inside an RQ job; returns its final state.
+
+    An RQ job is this process's entry point, so the settings are read here."""
     from rq import get_current_job
 
     job = get_current_job()
@@ -26,27 +32,27 @@ def run_task_run(task_run_id: str) -> str:
     if client is None:
         raise RuntimeError("run_task_run must run inside an RQ job")
     settings = get_settings()
+    limits = Limits.from_settings(settings)
     secret = settings.secret_key.get_secret_value() if settings.secret_key else None
     executor_id = f"rq-{os.getpid()}"
     worker_id = job.worker_name or executor_id  # type: ignore[union-attr]
-    claims = queue_store.fetch_bodies(client, queue_store.parse_claims(queue_store.claim(
-        client, worker_id, executor_id, [], lease_seconds=settings.lease_seconds,
-        taken=task_run_id, push=True)))
+    claims = attempts.fetch_bodies(client, attempts.parse_claims(attempts.claim(
+        client, limits, worker_id, executor_id, [], lease_seconds=settings.lease_seconds,
+        taken=task_run_id, push=True), time.time()))
     if not claims:
         return "skipped"
     claimed = claims[0]
     ctx = ExecutionContext(client, load_signing_key(secret, settings.home),
-                           settings.inline_result_bytes, job.origin)  # type: ignore[union-attr]
-    with _renewing_lease(client, worker_id, task_run_id, settings.lease_seconds):
+                           job.origin)  # type: ignore[union-attr]
+    with _renewing_lease(client, limits, worker_id, task_run_id, settings.lease_seconds):
         attempt = run_attempt(ctx, claimed)
-    lua.execute(client, lambda pipe: queue_store.finish(
-        client, pipe, worker_id, executor_id, claimed, attempt.queue, attempt.outcome,
-        settings.result_ttl_seconds * 1000))
+    functions.execute(client, lambda pipe: attempts.finish(
+        client, limits, worker_id, executor_id, [(claimed, attempt.outcome)], pipe=pipe))
     return attempt.outcome.state
 
 
 @contextmanager
-def _renewing_lease(client: Any, worker_id: str, task_run_id: str,
+def _renewing_lease(client: Any, limits: Limits, worker_id: str, task_run_id: str,
                     lease_seconds: float) -> Iterator[None]:
     """Renew the attempt's lease while it runs, as a flowkit supervisor would: without it,
     any flowkit worker's reaper would crash a task that a stock RQ worker runs for longer than
@@ -57,8 +63,8 @@ def _renewing_lease(client: Any, worker_id: str, task_run_id: str,
     def renew() -> None:
         while not stop.wait(lease_seconds / 3):
             try:
-                queue_store.renew_leases(client, worker_id, [task_run_id], lease_seconds,
-                                         running=[task_run_id])
+                attempts.renew_leases(client, limits, worker_id, [task_run_id],
+                                      time.time() + lease_seconds, running=[task_run_id])
             except Exception:  # Redis away for a moment: the next period tries again
                 continue
 

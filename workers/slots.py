@@ -14,8 +14,9 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-#: seq (even: stable, odd: being written), started, deadline (0: none), task run id (16 bytes).
-_LAYOUT = struct.Struct("<Qdd16s")
+#: seq (even: stable, odd: being written), started, deadline (0: none), the retry delay if a
+#: hard timeout ends the attempt (negative: no retry), task run id (16 bytes).
+_LAYOUT = struct.Struct("<Qddd16s")
 SIZE = _LAYOUT.size
 
 
@@ -26,6 +27,8 @@ class Running:
     task_run_id: str
     started: float
     deadline: float  #: epoch seconds; 0.0 when the task has no timeout
+    #: Seconds before the next attempt if a hard timeout ends this one; negative: none.
+    timeout_retry_delay: float = -1.0
 
 
 class Slot:
@@ -42,28 +45,33 @@ class Slot:
             os.close(fd)
         self._seq = _LAYOUT.unpack_from(self._map, 0)[0]
 
-    def _write(self, started: float, deadline: float, task_run_id: bytes) -> None:
+    def _write(self, started: float, deadline: float, retry_delay: float,
+               task_run_id: bytes) -> None:
         self._seq += 1  # odd: a reader retries
         struct.pack_into("<Q", self._map, 0, self._seq)
-        _LAYOUT.pack_into(self._map, 0, self._seq, started, deadline, task_run_id)
+        _LAYOUT.pack_into(self._map, 0, self._seq, started, deadline, retry_delay, task_run_id)
         self._seq += 1
         struct.pack_into("<Q", self._map, 0, self._seq)
 
-    def start(self, task_run_id: str, started: float, deadline: float) -> None:
-        """Executor side: an attempt begins."""
-        self._write(started, deadline, task_run_id.encode()[:16].ljust(16, b"\0"))
+    def start(self, task_run_id: str, started: float, deadline: float,
+              timeout_retry_delay: float = -1.0) -> None:
+        """Executor side: an attempt begins (with the retry decision for a hard timeout,
+        which only the executor can make: it holds the task's retry options)."""
+        self._write(started, deadline, timeout_retry_delay,
+                    task_run_id.encode()[:16].ljust(16, b"\0"))
 
     def clear(self) -> None:
         """Executor side: the attempt ended."""
-        self._write(0.0, 0.0, b"\0" * 16)
+        self._write(0.0, 0.0, -1.0, b"\0" * 16)
 
     def read(self) -> Running | None:
         """Supervisor side: the running attempt, or None when idle."""
         for _ in range(100):
-            seq, started, deadline, raw = _LAYOUT.unpack_from(self._map, 0)
+            seq, started, deadline, retry_delay, raw = _LAYOUT.unpack_from(self._map, 0)
             if seq % 2 == 0 and struct.unpack_from("<Q", self._map, 0)[0] == seq:
                 task_run_id = raw.rstrip(b"\0").decode()
-                return Running(task_run_id, started, deadline) if task_run_id else None
+                return (Running(task_run_id, started, deadline, retry_delay) if task_run_id
+                        else None)
         return None
 
     def close(self) -> None:

@@ -23,7 +23,8 @@ def cache() -> None:
 @json_option
 def explain(client: Any, task_run_id: str, as_json: bool) -> None:
     """Show a task run's cache key and the hash of each part it was made of."""
-    from flowkit.store.runs import cache_entry_exists, get_task_run
+    from flowkit.store.cache import cache_entry_exists
+    from flowkit.store.task_runs import get_task_run
 
     record = get_task_run(client, task_run_id)
     if record is None:
@@ -44,6 +45,6 @@ def explain(client: Any, task_run_id: str, as_json: bool) -> None:
 @json_option
 def clear(client: Any, task_name: str | None, as_json: bool) -> None:
     """Delete cached results (all, or one task's)."""
-    from flowkit.store.runs import clear_cache
+    from flowkit.store.cache import clear_cache
 
     render.cache_cleared(clear_cache(client, task_name), task_name, as_json)

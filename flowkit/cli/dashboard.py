@@ -34,9 +34,7 @@ def build_app(redis_url: str):  # type: ignore[no-untyped-def]
             "pip install 'flowkit[dashboard]'") from None
     from flowkit.settings import get_settings
 
-    settings = get_settings()
-    return create_app(redis_url, connect_timeout=settings.connect_timeout,
-                      socket_timeout=settings.socket_timeout)
+    return create_app(redis_url, get_settings())
 
 
 def serve(redis_url: str, host: str, port: int) -> None:

@@ -34,6 +34,14 @@ def open_client(redis_url: str | None) -> Any:
                    socket_timeout=settings.socket_timeout)
 
 
+def limits() -> Any:
+    """The store limits from the settings (read here, at the edge)."""
+    from flowkit.settings import get_settings
+    from flowkit.store.limits import Limits
+
+    return Limits.from_settings(get_settings())
+
+
 def with_client(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Decorator: add --redis-url and pass an open client as ``client``."""
     def wrapper(redis_url: str | None, **kwargs: Any) -> Any:

@@ -50,7 +50,7 @@ def _num(row: dict[str, Any], field: str) -> int:
 
 def flow_run_json(row: dict[str, str]) -> dict[str, Any]:
     """A flow run as a JSON-friendly dict with numbers and counts per state."""
-    from flowkit.store.runs import task_counts
+    from flowkit.store.flow_runs import task_counts
 
     out: dict[str, Any] = {k: v for k, v in row.items() if not k.startswith("n_")}
     for field in ("created", "started", "updated", "ended"):

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from flowkit.cli import render
-from flowkit.cli.options import json_option, with_client
+from flowkit.cli.options import json_option, limits, with_client
 from flowkit.errors import RunNotFound
 from flowkit.states import RunState
 
@@ -19,7 +19,7 @@ def run() -> None:
 
 
 def _find(client: Any, run_id: str) -> str:
-    from flowkit.store.runs import resolve_flow_run_id
+    from flowkit.store.flow_runs import resolve_flow_run_id
 
     found = resolve_flow_run_id(client, run_id)
     if found is None:
@@ -35,7 +35,7 @@ def _find(client: Any, run_id: str) -> str:
 @json_option
 def ls(client: Any, state: str | None, limit: int, as_json: bool) -> None:
     """List flow runs, newest first."""
-    from flowkit.store.runs import list_flow_runs
+    from flowkit.store.flow_runs import list_flow_runs
 
     render.flow_runs(list_flow_runs(client, state=state and state.lower(), limit=limit), as_json)
 
@@ -48,7 +48,8 @@ def ls(client: Any, state: str | None, limit: int, as_json: bool) -> None:
               help="Task runs to show.")
 def show(client: Any, run_id: str, as_json: bool, limit: int) -> None:
     """Show a flow run and its task runs (states, attempts, durations, workers)."""
-    from flowkit.store.runs import get_flow_run, get_history, get_task_runs
+    from flowkit.store.flow_runs import get_flow_run
+    from flowkit.store.task_runs import get_history, get_task_runs
 
     flow_run_id = _find(client, run_id)
     flow_run = get_flow_run(client, flow_run_id) or {}
@@ -64,7 +65,8 @@ def show(client: Any, run_id: str, as_json: bool, limit: int) -> None:
 @json_option
 def logs(client: Any, run_id: str, follow: bool, as_json: bool) -> None:
     """Print a flow run's log lines."""
-    from flowkit.store.runs import get_flow_run, read_logs
+    from flowkit.store.flow_runs import get_flow_run
+    from flowkit.store.logs import read_logs
 
     flow_run_id = _find(client, run_id)
     last = "-"
@@ -87,10 +89,10 @@ def logs(client: Any, run_id: str, follow: bool, as_json: bool) -> None:
 @json_option
 def cancel(client: Any, run_id: str, as_json: bool) -> None:
     """Cancel a flow run: queued task runs are dropped, running ones killed within seconds."""
-    from flowkit.store.runs import cancel as cancel_runs
+    from flowkit.store.task_runs import cancel as cancel_runs
 
     flow_run_id = _find(client, run_id)
-    dropped, flagged = cancel_runs(client, flow_run_id=flow_run_id,
+    dropped, flagged = cancel_runs(client, limits(), flow_run_id=flow_run_id,
                                    message=f"flow run {flow_run_id} cancelled from the CLI")
     render.cancelled(flow_run_id, dropped, flagged, as_json)
 
@@ -109,7 +111,7 @@ def prune(client: Any, days: float | None, yes: bool, as_json: bool) -> None:
     going, or with task runs still queued or running, are kept whatever their age.
     """
     from flowkit.settings import get_settings
-    from flowkit.store.runs import prune_all
+    from flowkit.store.retention import prune_all
 
     if days is None:
         days = get_settings().run_retention_days
@@ -119,7 +121,7 @@ def prune(client: Any, days: float | None, yes: bool, as_json: bool) -> None:
     if not yes and not as_json:
         click.confirm(f"Delete every finished flow run that ended more than {days:g} days ago?",
                       abort=True)
-    pruned = prune_all(client, time.time() - days * 86400)
+    pruned = prune_all(client, limits(), time.time() - days * 86400)
     render.pruned(pruned.flow_runs, pruned.task_runs, days, as_json)
 
 
@@ -133,7 +135,7 @@ def queue() -> None:
 @json_option
 def queue_ls(client: Any, as_json: bool) -> None:
     """List queues with their depth and live workers."""
-    from flowkit.store.queue import list_queues
+    from flowkit.store.stats import list_queues
 
     render.queues(list_queues(client), as_json)
 

@@ -32,14 +32,14 @@ def start(queues: tuple[str, ...], concurrency: int | None, redis_url: str | Non
           name: str | None, parent_pid: int | None) -> None:
     """Start a worker: a supervisor with N warm executor processes."""
     from flowkit.settings import get_settings
-    from flowkit.workers.supervisor import WorkerSupervisor
+    from flowkit.workers.supervisor import WorkerConfig, WorkerSupervisor
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()
-    supervisor = WorkerSupervisor(resolve_url(redis_url), list(queues) or [settings.default_queue],
-                                  concurrency or settings.executor_count, burst=burst,
-                                  parent_pid=parent_pid, name=name)
+    supervisor = WorkerSupervisor(WorkerConfig.from_settings(
+        settings, resolve_url(redis_url), list(queues) or [settings.default_queue],
+        concurrency or settings.executor_count, burst=burst, parent_pid=parent_pid, name=name))
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     sys.exit(supervisor.run())
@@ -50,6 +50,6 @@ def start(queues: tuple[str, ...], concurrency: int | None, redis_url: str | Non
 @json_option
 def ls(client: Any, as_json: bool) -> None:
     """List live workers."""
-    from flowkit.store.queue import list_workers
+    from flowkit.store.workers import list_workers
 
     render.workers(list_workers(client), as_json)

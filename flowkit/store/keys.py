@@ -3,9 +3,14 @@
 Queues are RQ queues (``rq:queue:<name>`` lists registered in ``rq:queues``) and every task run
 is also an RQ job hash (``rq:job:<id>``), so ``rq info`` shows flowkit's queues and jobs. All
 other state lives under ``flowkit:``.
+
+The Lua library gets the same builders, generated from :data:`LUA_BUILDERS` and
+:data:`LUA_CONSTANTS` (``K.task_run(id)``, ``K.EVENTS`` in Lua): no script spells a key.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 #: Prefix of every flowkit-owned key.
 PREFIX = "flowkit:"
@@ -19,13 +24,37 @@ RQ_JOB_PREFIX = "rq:job:"
 TASK_RUN_PREFIX = PREFIX + "taskrun:"
 FLOW_RUN_PREFIX = PREFIX + "flowrun:"
 WORKER_PREFIX = PREFIX + "worker:"
+#: Prefix of task run results.
+RESULT_PREFIX = PREFIX + "result:"
+#: Prefix of executors' processing lists.
+PROCESSING_PREFIX = PREFIX + "processing:"
+#: Prefix of cache entries (sealed result bytes) by cache key; ``:lock`` and ``:waiters``
+#: suffixes hold the single-flight leader and the task runs waiting for it.
+CACHE_PREFIX = PREFIX + "cache:"
+#: Prefix of the set of cache keys written by one task (the rest is the task name).
+CACHE_INDEX_PREFIX = PREFIX + "cacheindex:"
+#: Prefix of the per-state flow run indexes (the rest is the state).
+FLOW_RUNS_STATE_PREFIX = PREFIX + "flowruns:state:"
+#: Prefix of queue statistics hashes: ``running`` and ``done:<minute>``/``failed:<minute>``.
+QUEUE_STATS_PREFIX = PREFIX + "queuestats:"
 
 #: Sorted set of flow run ids by creation time (score: epoch seconds).
 FLOW_RUNS = PREFIX + "flowruns"
 #: Sorted set of live worker ids by last heartbeat.
 WORKERS = PREFIX + "workers"
-#: Capped stream of state changes and user events.
+#: Capped stream of state changes (``flowkit.task-run.<state>``, ``flowkit.flow-run.<state>``,
+#: schema in ``flowkit/store/events.py``).
 EVENTS = PREFIX + "events"
+#: Sorted set of running attempts by lease deadline: past it, the attempt is presumed dead.
+LEASES = PREFIX + "leases"
+#: List of task runs given up after crashing their executor too often (newest last).
+DEAD_LETTER = PREFIX + "deadletter"
+#: Set of running task runs whose cancellation was requested (supervisors kill them).
+CANCELLING = PREFIX + "cancelling"
+#: Sorted set of task run ids waiting out a retry delay, scored by when they are due.
+RETRIES_DUE = PREFIX + "retries:due"
+#: Held (SET NX PX) by the supervisor running this minute's retention sweep.
+PRUNE_LOCK = PREFIX + "prune:lock"
 
 
 def queue(name: str) -> str:
@@ -33,20 +62,25 @@ def queue(name: str) -> str:
     return RQ_QUEUE_PREFIX + name
 
 
-def bell(name: str) -> str:
-    """Wake-up tokens of queue ``name`` for workers serving several queues (see _bell.lua,
-    which spells this prefix too)."""
-    return PREFIX + "bell:" + name
-
-
 def queue_name(key: str) -> str:
     """The queue name of an RQ queue key."""
     return key[len(RQ_QUEUE_PREFIX):] if key.startswith(RQ_QUEUE_PREFIX) else key
 
 
+def bell(name: str) -> str:
+    """Wake-up tokens of queue ``name`` for workers serving several queues (the library's
+    ``push_task`` rings it; the claim clears it when the queue is empty)."""
+    return PREFIX + "bell:" + name
+
+
 def queue_workers(name: str) -> str:
     """Sorted set of worker ids serving queue ``name``, scored by last heartbeat."""
     return f"{PREFIX}queue:{name}:workers"
+
+
+def queue_stats(name: str) -> str:
+    """Hash of queue ``name``'s counters, maintained by the scripts at every transition."""
+    return QUEUE_STATS_PREFIX + name
 
 
 def rq_job(task_run_id: str) -> str:
@@ -64,12 +98,8 @@ def task_run_history(task_run_id: str) -> str:
     return f"{TASK_RUN_PREFIX}{task_run_id}:history"
 
 
-#: Prefix of task run results.
-RESULT_PREFIX = PREFIX + "result:"
-
-
 def result(task_run_id: str) -> str:
-    """Pickled return value of a completed task run."""
+    """Sealed pickled return value of a completed task run."""
     return RESULT_PREFIX + task_run_id
 
 
@@ -88,12 +118,6 @@ def flow_run_tasks(flow_run_id: str) -> str:
     return f"{FLOW_RUN_PREFIX}{flow_run_id}:tasks"
 
 
-#: Prefix of the per-state flow run indexes (the rest is the state).
-FLOW_RUNS_STATE_PREFIX = PREFIX + "flowruns:state:"
-#: Prefix of queue statistics hashes: ``running`` and ``done:<minute>``/``failed:<minute>``.
-QUEUE_STATS_PREFIX = PREFIX + "queuestats:"
-
-
 def flow_runs_in_state(state: str) -> str:
     """Sorted set of flow run ids currently in ``state``, by creation time."""
     return FLOW_RUNS_STATE_PREFIX + state
@@ -102,11 +126,6 @@ def flow_runs_in_state(state: str) -> str:
 def flow_runs_named(name: str) -> str:
     """Sorted set of the ids of flow runs with this name, by creation time."""
     return f"{PREFIX}flowruns:name:{name}"
-
-
-def queue_stats(name: str) -> str:
-    """Hash of queue ``name``'s counters, maintained by the scripts at every transition."""
-    return QUEUE_STATS_PREFIX + name
 
 
 def logs(flow_run_id: str) -> str:
@@ -129,33 +148,35 @@ def processing(executor_id: str) -> str:
     return PROCESSING_PREFIX + executor_id
 
 
-#: Sorted set of running attempts by lease deadline: past it, the attempt is presumed dead.
-LEASES = PREFIX + "leases"
-#: List of task runs given up after crashing their executor too often (newest last).
-DEAD_LETTER = PREFIX + "deadletter"
-#: Set of running task runs whose cancellation was requested (supervisors kill them).
-CANCELLING = PREFIX + "cancelling"
-#: Prefix of executors' processing lists.
-PROCESSING_PREFIX = PREFIX + "processing:"
-
-#: Prefix of cache entries (sealed result bytes) by cache key; ``:lock`` and ``:waiters``
-#: suffixes hold the single-flight leader and the task runs waiting for it.
-CACHE_PREFIX = PREFIX + "cache:"
-#: Prefix of the set of cache keys written by one task (the rest is the task name).
-CACHE_INDEX_PREFIX = PREFIX + "cacheindex:"
-
-#: Held (SET NX PX) by the supervisor running this minute's retention sweep.
-PRUNE_LOCK = PREFIX + "prune:lock"
-
-#: Sorted set of task runs waiting out a retry delay: member "<queue key>|<id>", score due time.
-SCHEDULED = PREFIX + "scheduled"
-
-
 def cache(cache_key: str) -> str:
     """The cached result for ``cache_key`` (sealed result bytes)."""
     return CACHE_PREFIX + cache_key
 
 
+def cache_lock(cache_key: str) -> str:
+    """The task run computing ``cache_key`` right now (single flight), with an expiry."""
+    return CACHE_PREFIX + cache_key + ":lock"
+
+
+def cache_waiters(cache_key: str) -> str:
+    """List of task runs waiting for the task run computing ``cache_key``."""
+    return CACHE_PREFIX + cache_key + ":waiters"
+
+
 def cache_index(task_name: str) -> str:
     """Set of the cache keys a task has written (for ``flowkit cache clear --task``)."""
     return CACHE_INDEX_PREFIX + task_name
+
+
+#: Key builders the Lua library gets, by name (``K.<name>(id)`` there).
+LUA_BUILDERS: tuple[Callable[[str], str], ...] = (
+    queue, bell, queue_stats, rq_job, task_run, task_run_history, result, flow_run,
+    flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, cache,
+    cache_lock, cache_waiters, cache_index,
+)
+
+#: Fixed keys the Lua library gets (``K.<NAME>`` there).
+LUA_CONSTANTS: dict[str, str] = {
+    "FLOW_RUNS": FLOW_RUNS, "EVENTS": EVENTS, "LEASES": LEASES, "DEAD_LETTER": DEAD_LETTER,
+    "CANCELLING": CANCELLING, "RETRIES_DUE": RETRIES_DUE, "RQ_QUEUES": RQ_QUEUES,
+}

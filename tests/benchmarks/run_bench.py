@@ -121,7 +121,7 @@ class FlowkitSystem(_Base):
                             "take_bytes": bench_tasks.take_bytes}
 
     def start(self) -> None:
-        from flowkit.store.queue import live_workers_for
+        from flowkit.store.workers import live_workers_for
 
         cmd = [sys.executable, "-m", "flowkit", "worker", "start", "-c", "2", "-q", QUEUE,
                "--redis-url", self.url]
@@ -275,7 +275,7 @@ def w6_recovery(system: System) -> dict[str, Any]:
     job stays 'started' until a maintenance pass past the worker's TTL, so it is not run."""
     if not isinstance(system, FlowkitSystem):
         raise NotImplementedError
-    from flowkit.store.queue import live_workers_for
+    from flowkit.store.workers import live_workers_for
 
     env = {**system.env, "FLOWKIT_LEASE_SECONDS": str(RECOVERY_LEASE_SECONDS),
            "FLOWKIT_HEARTBEAT_SECONDS": "1"}
@@ -336,15 +336,19 @@ def w8_dashboard(system: System) -> dict[str, Any]:
     from starlette.testclient import TestClient
 
     from flowkit.dashboard.app import create_app
-    from flowkit.store import runs as store
+    from flowkit._ids import new_id
+    from flowkit.settings import Settings
+    from flowkit.store import flow_runs, task_runs
+    from flowkit.store.limits import Limits
 
-    flow_run_id = store.new_id()
-    store.create_flow_run(system.client, flow_run_id, "dashboard-scale")
+    limits = Limits.from_settings(Settings())
+    flow_run_id = new_id()
+    flow_runs.create_flow_run(system.client, limits, flow_run_id, "dashboard-scale")
     for start in range(0, DASHBOARD_TASK_RUNS, 5000):
-        store.enqueue_task_runs(system.client, [
-            store.TaskRunSpec(id=store.new_id(), flow_run_id=flow_run_id, task_name="cell",
-                              queue="bench-dashboard", envelope=b"-", body=b"",
-                              reply_to="", parameters=f'{{"i": {start + i}}}')
+        task_runs.enqueue_task_runs(system.client, limits, [
+            task_runs.TaskRunSpec(id=new_id(), flow_run_id=flow_run_id, task_name="cell",
+                                  queue="bench-dashboard", envelope=b"-", body=b"",
+                                  reply_to="", parameters=f'{{"i": {start + i}}}')
             for i in range(5000)])
     timings: dict[str, list[float]] = {"html": [], "json": []}
     with TestClient(create_app(system.url)) as dash:

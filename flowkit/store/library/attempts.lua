@@ -1,0 +1,144 @@
+-- attempts.lua: what executors do with the runs they take: claim, finish, give back.
+
+-- A batched claim starts later than it was claimed: record the real start time, in the
+-- run's fields and in the 'running' history entry the claim wrote (the last one).
+local function correct_start(t, started)
+  t.started = started
+  redis.call('HSET', t.key, 'started', started)
+  local hist = K.task_run_history(t.id)
+  local last = redis.call('LINDEX', hist, -1)
+  if last then
+    local entry = cjson.decode(last)
+    if entry.state == 'running' and entry.attempt == tonumber(t.attempt) then
+      entry.ts = tonumber(started)
+      redis.call('LSET', hist, -1, cjson.encode(entry))
+    end
+  end
+end
+
+-- claim(a): claim up to a[4] task runs for an executor and mark them running.
+-- a[1] = worker id   a[2] = executor id   a[3] = lease seconds   a[4] = how many at most
+-- a[5] = bodies larger than this many bytes are left out (the caller fetches them)
+-- a[6] = id already taken by a blocking pop onto the processing list ('' for none)
+-- a[7] = '1' when that id still has to be pushed onto the processing list (a stock RQ
+--        worker popped it)
+-- a[8..] = queue names in priority order
+-- Returns a list of {id, envelope head, envelope body (false: too large), attempt,
+-- flow_run_id, reply_to}. Ids that are neither pending nor retrying (cancelled, finished)
+-- are dropped from the processing list and skipped.
+register('claim', function(_, args)
+  local ctx, a = context(args)
+  local worker, executor, lease, limit = a[1], a[2], tonumber(a[3]), tonumber(a[4])
+  local processing = K.processing(executor)
+  local claims = {}
+
+  local function take(id)
+    local t = load_task(id)
+    if t.state ~= 'pending' and t.state ~= 'retrying' then
+      redis.call('LREM', processing, 0, id)
+      return
+    end
+    local attempt = start_attempt(ctx, t, worker, executor, lease)
+    if not attempt then return end
+    local job = K.rq_job(id)
+    -- A large body is left for the executor to fetch with HGET: through Lua it would be
+    -- copied twice more inside the server.
+    local body = false
+    if redis.call('HSTRLEN', job, 'flowkit_body') <= tonumber(a[5]) then
+      body = redis.call('HGET', job, 'flowkit_body') or ''
+    end
+    table.insert(claims, {id, redis.call('HGET', job, 'flowkit_envelope') or '', body, attempt,
+                          t.flow_run_id, t.reply_to or ''})
+  end
+
+  if a[6] ~= '' then
+    if a[7] == '1' then redis.call('RPUSH', processing, a[6]) end
+    take(a[6])
+  end
+  local qi = 8
+  while #claims < limit and qi <= #a do
+    local id = redis.call('LMOVE', K.queue(a[qi]), processing, 'LEFT', 'RIGHT')
+    if id then
+      take(id)
+    else
+      redis.call('DEL', K.bell(a[qi]))  -- the queue is empty: its tokens would wake for nothing
+      qi = qi + 1
+    end
+  end
+  return claims
+end)
+
+-- finish(a): record the outcomes of attempts, each fenced by its attempt number (a stale
+-- attempt, one the reaper already ended, writes nothing).
+-- a[1] = executor id   a[2] = worker id
+-- then 10 values per outcome: task run id, attempt, state ('completed', 'failed',
+-- 'timed_out'), sealed result ('' = none), error type ('' = none), error message,
+-- traceback, sealed exception pickle, retry delay seconds ('' = no retry), when the attempt
+-- really started ('' = as claimed; a batched claim starts later than it was claimed).
+-- Returns how many outcomes were recorded (the others were fenced off).
+register('finish', function(_, args)
+  local ctx, a = context(args)
+  local processing, worker = K.processing(a[1]), a[2]
+  local recorded = 0
+  for i = 3, #a, 10 do
+    local id, attempt, state, started = a[i], a[i + 1], a[i + 2], a[i + 9]
+    redis.call('LREM', processing, 0, id)
+    local t = load_task(id)
+    if t.state == 'running' and t.attempt == attempt then
+      if started ~= '' then correct_start(t, started) end
+      local err = a[i + 4] ~= '' and a[i + 4] or nil
+      if a[i + 8] ~= '' then
+        schedule_attempt(ctx, t, tonumber(a[i + 8]), {
+          outcome = state, error_type = err, message = a[i + 5], traceback = a[i + 6],
+          worker = worker})
+      else
+        end_task_run(ctx, t, state, {
+          result = a[i + 3] ~= '' and a[i + 3] or nil, error_type = err,
+          message = err and a[i + 5], traceback = a[i + 6], exception = a[i + 7],
+          worker = worker, count_worker = true})
+      end
+      recorded = recorded + 1
+    end
+  end
+  return recorded
+end)
+
+-- release(a): give back claimed task runs an executor has not started (its batch runs slow,
+-- or it is shutting down): to the front of their queues, as if never claimed.
+-- a[1] = worker id   a[2] = executor id   a[3..] = task run ids, in the order claimed.
+-- Returns how many were given back.
+register('release', function(_, args)
+  local ctx, a = context(args)
+  local processing, n = K.processing(a[2]), 0
+  for i = #a, 3, -1 do
+    local t = load_task(a[i])
+    if t.state == 'running' and t.worker == a[1] and redis.call('LREM', processing, 0, t.id) > 0
+       and give_back(ctx, t, nil) then
+      n = n + 1
+    end
+  end
+  return n
+end)
+
+-- renew(a): extend the leases of the attempts a worker holds (called by its supervisor).
+-- a[1] = worker id   a[2] = new deadline (epoch seconds)
+-- a[3] = how many of the ids that follow are running right now (they come first)
+-- a[4..] = task run ids in the worker's processing lists
+-- Only attempts still running on this worker are renewed; a lease the reaper already
+-- collected is not brought back (ZADD XX). The attempts running right now are marked
+-- 'in_hand' (with their attempt number): if the whole worker dies, only they count as
+-- crashed (reap.lua), not what its executors had claimed and not started.
+-- Returns how many leases were extended.
+register('renew', function(_, args)
+  local _, a = context(args)
+  local n, in_hand = 0, tonumber(a[3])
+  for i = 4, #a do
+    local tr = K.task_run(a[i])
+    local f = redis.call('HMGET', tr, 'state', 'worker', 'attempt')
+    if f[1] == 'running' and f[2] == a[1] then
+      n = n + redis.call('ZADD', K.LEASES, 'XX', 'CH', a[2], a[i])
+      if i < 4 + in_hand then redis.call('HSET', tr, 'in_hand', f[3]) end
+    end
+  end
+  return n
+end)

@@ -1,0 +1,99 @@
+-- enqueue.lua: write a batch of task runs of one task and flow run (one submit or map chunk)
+-- and queue the ready ones. A task run with a cache key is answered from the cache when it
+-- can be; otherwise the first of several identical calls runs (the leader) and the others
+-- wait for its result (single flight, cache.lua).
+
+-- enqueue(a): a[1] = flow run id   a[2] = task name   a[3] = queue name
+-- a[4] = the driver's reply stream   a[5] = tags JSON   a[6] = retries
+-- a[7], a[8] = RQ job data before and after the id (a pickled call of run_task_run)
+-- a[9] = now as ISO-8601 (RQ's format)   a[10] = cache expiration ms ('' = none)
+-- a[11] = '1' to refresh the cache (run, never answer from it)
+-- then 8 values per task run: id, envelope head, envelope body ('' when the caller wrote it
+-- with HSET), parameters JSON, held ('1'/'0': waits for upstream futures), upstream ids
+-- (comma-separated), cache key ('' = none), cache key parts JSON.
+-- Returns how many were answered from the cache.
+register('enqueue', function(_, args)
+  local ctx, a = context(args)
+  local flow_run_id, task_name, queue = a[1], a[2], a[3]
+  local pending, hits, rung = 0, 0, 0
+  for i = 12, #a, 8 do
+    local id, held, cache_key = a[i], a[i + 4], a[i + 6]
+    local tr = K.task_run(id)
+    redis.call('HSET', tr, 'id', id, 'flow_run_id', flow_run_id, 'task_name', task_name,
+      'queue', queue, 'state', 'pending', 'attempt', 0, 'created', ctx.ts, 'updated', ctx.ts,
+      'reply_to', a[4], 'parameters', a[i + 3], 'tags', a[5], 'retries', a[6],
+      'upstream', a[i + 5])
+    redis.call('ZADD', K.flow_run_tasks(flow_run_id), ctx.now, id)
+    local queued, value = held ~= '1', false
+    if cache_key ~= '' then
+      redis.call('HSET', tr, 'cache_key', cache_key, 'cache_parts', a[i + 7],
+                 'cache_ttl_ms', a[10], 'cache_refresh', a[11])
+      if a[11] ~= '1' then
+        value = redis.call('GET', K.cache(cache_key))
+        if not value and queued and not redis.call('SET', K.cache_lock(cache_key), id, 'NX',
+                                                   'PX', C.CACHE_LOCK_MS) then
+          redis.call('RPUSH', K.cache_waiters(cache_key), id)  -- another call computes it
+          redis.call('HSET', tr, 'cache_wait', '1')
+          queued = false
+        end
+      end
+    end
+    if value then
+      -- Created CACHED: it never counts as pending.
+      local t = {id = id, key = tr, flow_run_id = flow_run_id, reply_to = a[4], queue = queue}
+      answer_from_cache(ctx, t, value, 'answered from the cache (key ' .. cache_key .. ')')
+      hits = hits + 1
+    else
+      local job = K.rq_job(id)
+      redis.call('HSET', job, 'created_at', a[9], 'enqueued_at', a[9],
+        'data', a[7] .. id .. a[8], 'origin', queue, 'timeout', -1,
+        'description', 'flowkit task ' .. task_name .. ' (' .. id .. ')',
+        'status', queued and 'queued' or 'deferred', 'flowkit_envelope', a[i + 1])
+      if a[i + 2] ~= '' then redis.call('HSET', job, 'flowkit_body', a[i + 2]) end
+      if queued then
+        redis.call('RPUSH', K.queue(queue), id)
+        rung = rung + 1
+      end
+      pending = pending + 1
+    end
+  end
+  local fr = K.flow_run(flow_run_id)
+  redis.call('HINCRBY', fr, 'n_pending', pending)
+  redis.call('HINCRBY', fr, 'n_total', pending + hits)
+  redis.call('SADD', K.RQ_QUEUES, K.queue(queue))
+  ring(queue, rung)
+  return hits
+end)
+
+-- release_held(a): queue held task runs whose upstream futures completed (the driver saw
+-- them end). a = task run ids. Those no longer pending (cancelled meanwhile) stay put.
+-- Returns how many were queued.
+register('release_held', function(_, args)
+  local _, a = context(args)
+  local n = 0
+  for _, id in ipairs(a) do
+    local t = read(K.task_run(id), {'state', 'queue'})
+    if t.state == 'pending' then
+      queue_task(id, t.queue, false)
+      n = n + 1
+    end
+  end
+  return n
+end)
+
+-- fail_unstarted(a): end pending task runs that will never run, without running them (an
+-- upstream failed). a[1] = state   a[2] = error type   a[3..] = pairs: task run id, message.
+-- Their RQ jobs go: without the upstream's result they cannot be retried alone.
+-- Returns how many were ended.
+register('fail_unstarted', function(_, args)
+  local ctx, a = context(args)
+  local n = 0
+  for i = 3, #a, 2 do
+    local t = load_task(a[i])
+    if t.state == 'pending' and end_task_run(ctx, t, a[1], {
+        error_type = a[2], message = a[i + 1], attempt = 0, keep_job = false}) then
+      n = n + 1
+    end
+  end
+  return n
+end)

@@ -1,0 +1,51 @@
+-- prune.lua: retention. Delete finished flow runs older than the cutoff, with everything
+-- they own: task runs, their histories, RQ jobs and results, the log stream, index entries.
+-- The work per call is bounded (a run with 100,000 task runs goes over several calls), so
+-- Redis never stalls; the caller repeats while the reply says there is more.
+
+-- prune(a): a[1] = cutoff: flow runs that ended (or, without an end, were created) before it
+-- go   a[2] = at most this many task runs per call
+-- Runs still going, or with task runs still queued, running or retrying, are kept.
+-- Returns {flow runs deleted, task runs deleted, 1 if more is due now else 0}.
+register('prune', function(_, args)
+  local _, a = context(args)
+  local cutoff, budget = tonumber(a[1]), tonumber(a[2])
+  local flows, tasks, skipped = 0, 0, 0
+  while budget > 0 do
+    local batch = redis.call('ZRANGEBYSCORE', K.FLOW_RUNS, '-inf', cutoff, 'LIMIT', skipped, 20)
+    if #batch == 0 then return {flows, tasks, 0} end
+    for _, id in ipairs(batch) do
+      if budget <= 0 then return {flows, tasks, 1} end
+      local fr = K.flow_run(id)
+      local f = read(fr, {'state', 'ended', 'created', 'name', 'n_pending', 'n_running',
+                          'n_retrying'})
+      local ended = tonumber(f.ended or f.created or '0') or 0
+      local busy = (tonumber(f.n_pending) or 0) + (tonumber(f.n_running) or 0) +
+                   (tonumber(f.n_retrying) or 0)
+      if f.state and (not S.TERMINAL[f.state] or ended >= cutoff or busy > 0) then
+        skipped = skipped + 1  -- still running, or ended recently: kept for now
+      else
+        local index = K.flow_run_tasks(id)
+        local ids = redis.call('ZRANGE', index, 0, budget - 1)
+        for _, t in ipairs(ids) do
+          if redis.call('HGET', K.task_run(t), 'state') == 'crashed' then
+            redis.call('LREM', K.DEAD_LETTER, 0, t)
+          end
+          redis.call('DEL', K.task_run(t), K.task_run_history(t), K.rq_job(t), K.result(t))
+          redis.call('ZREM', index, t)
+        end
+        tasks = tasks + #ids
+        budget = budget - #ids
+        if redis.call('EXISTS', index) == 0 then
+          redis.call('DEL', fr, K.logs(id))
+          redis.call('ZREM', K.FLOW_RUNS, id)
+          if f.state then redis.call('ZREM', K.flow_runs_in_state(f.state), id) end
+          if f.name then redis.call('ZREM', K.flow_runs_named(f.name), id) end
+          flows = flows + 1
+          budget = budget - 1
+        end
+      end
+    end
+  end
+  return {flows, tasks, 1}
+end)

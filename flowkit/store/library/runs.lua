@@ -1,0 +1,114 @@
+-- runs.lua: what drivers, the CLI and the dashboard do to runs: create and move flow runs,
+-- cancel, retry.
+
+-- flow_run_create(a): record a new flow run and index it.
+-- a[1] = id   a[2] = name   a[3] = kind ('flow', 'adhoc')   a[4] = state
+-- a[5] = parameters JSON preview   a[6] = tags JSON   a[7] = parent flow run id ('' = none)
+-- a[8] = the driver's reply stream
+-- Returns 1, or 0 when a run with that id exists already (nothing is written).
+register('flow_run_create', function(_, args)
+  local ctx, a = context(args)
+  local id, state = a[1], a[4]
+  local fr = K.flow_run(id)
+  if redis.call('EXISTS', fr) == 1 or not allowed(nil, state, 'flow run ' .. id) then
+    return 0
+  end
+  local fields = {'id', id, 'name', a[2], 'kind', a[3], 'state', state, 'created', ctx.ts,
+                  'started', ctx.ts, 'updated', ctx.ts, 'parameters', a[5], 'tags', a[6],
+                  'parent', a[7], 'n_total', 0, 'reply_to', a[8]}
+  for _, s in ipairs(S.ALL) do table.insert(fields, 'n_' .. s); table.insert(fields, 0) end
+  redis.call('HSET', fr, unpack(fields))
+  redis.call('ZADD', K.FLOW_RUNS, ctx.now, id)
+  redis.call('ZADD', K.flow_runs_in_state(state), ctx.now, id)
+  redis.call('ZADD', K.flow_runs_named(a[2]), ctx.now, id)
+  emit('flow-run', state, id, nil)
+  return 1
+end)
+
+-- flow_run_move(a): move a flow run to another state, checked against the state table.
+-- a[1] = id   a[2] = new state   a[3..] = field, value pairs to set with it (error_type,
+-- error_message, traceback, result...)
+-- Returns the state it left, or false (nil in Python) when there is no such run or the
+-- move is not allowed (it ended already, say: cancelled while its driver finished it).
+register('flow_run_move', function(_, args)
+  local ctx, a = context(args)
+  local extra = {}
+  for i = 3, #a do extra[i - 2] = a[i] end
+  return move_flow_run(ctx, a[1], a[2], extra, false)
+end)
+
+-- flow_run_close(a): a driver leaves a flow run (the ad-hoc run of a script or notebook):
+-- with no task run still to come it ends now (S.final_flow_state); otherwise it closes by
+-- itself when its last task run ends (auto_close). a[1] = id.
+-- Returns the state it ended in, or 'running' when it closes later.
+register('flow_run_close', function(_, args)
+  local ctx, a = context(args)
+  local fr = K.flow_run(a[1])
+  if S.TERMINAL[redis.call('HGET', fr, 'state') or 'completed'] then return false end
+  redis.call('HSET', fr, 'auto_close', '1')
+  close_if_done(ctx, a[1])
+  return redis.call('HGET', fr, 'state')
+end)
+
+-- cancel(a): cancel task runs. Queued and waiting ones end CANCELLED at once; running ones
+-- are flagged, and the supervisor running each kills it and records CANCELLED (reap).
+-- a[1] = message   a[2] = flow run id ('' = only the task runs that follow): the flow run
+-- ends CANCELLED first, all its task runs are cancelled, and its driver is told to stop the
+-- flow function   a[3..] = task run ids
+-- Returns {task runs cancelled at once, running attempts flagged}.
+register('cancel', function(_, args)
+  local ctx, a = context(args)
+  local message, flow_run_id = a[1], a[2]
+  local ids = {}
+  if flow_run_id ~= '' then
+    ids = redis.call('ZRANGE', K.flow_run_tasks(flow_run_id), 0, -1)
+    local driver = redis.call('HGET', K.flow_run(flow_run_id), 'reply_to')
+    if move_flow_run(ctx, flow_run_id, 'cancelled', {'error_type', C.ERROR_TYPES.cancelled,
+                                                     'error_message', message}, false) then
+      reply(driver, {'kind', 'cancel_flow', 'id', flow_run_id, 'message', message})
+    end
+  end
+  for i = 3, #a do table.insert(ids, a[i]) end
+  local dropped, flagged = 0, 0
+  for _, id in ipairs(ids) do
+    local t = load_task(id)
+    if t.state == 'pending' or t.state == 'retrying' then
+      redis.call('LREM', K.queue(t.queue or ''), 0, id)
+      redis.call('ZREM', K.RETRIES_DUE, id)
+      end_task_run(ctx, t, 'cancelled', {error_type = C.ERROR_TYPES.cancelled, message = message})
+      dropped = dropped + 1
+    elseif t.state == 'running' then
+      redis.call('SADD', K.CANCELLING, id)
+      redis.call('HSET', t.key, 'cancel_requested', ctx.ts)
+      flagged = flagged + 1
+    end
+  end
+  return {dropped, flagged}
+end)
+
+-- retry(a): retry a flow run's failed task runs (dashboard, CLI). Each whose envelope is still
+-- stored goes back to its queue as a new attempt; a flow run that had ended becomes RUNNING
+-- again and closes by itself when its last task run ends. a[1] = flow run id.
+-- Returns {retried, not retryable (envelope expired or never written)}.
+register('retry', function(_, args)
+  local ctx, a = context(args)
+  local flow_run_id = a[1]
+  local retried, skipped = 0, 0
+  for _, id in ipairs(redis.call('ZRANGE', K.flow_run_tasks(flow_run_id), 0, -1)) do
+    local t = load_task(id)
+    if S.RETRYABLE[t.state] then
+      local job = K.rq_job(id)
+      if redis.call('HEXISTS', job, 'flowkit_envelope') == 1 then
+        redis.call('PERSIST', job)
+        reopen_task(ctx, t, 'retried by request')
+        retried = retried + 1
+      else
+        skipped = skipped + 1
+      end
+    end
+  end
+  if retried > 0 then
+    move_flow_run(ctx, flow_run_id, 'running', {'auto_close', '1'}, true)
+  end
+  return {retried, skipped}
+end)

@@ -1,0 +1,174 @@
+"""Task runs from the driver's side: write and queue them, release or fail held ones, cancel
+and retry; and the reads of task runs and their histories."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable
+
+from flowkit.states import RunState
+from flowkit.store import functions, keys
+from flowkit.store._codec import decode
+from flowkit.store.connection import call
+
+if TYPE_CHECKING:
+    import redis
+
+    from flowkit.store.limits import Limits
+
+#: RQ jobs for flowkit task runs call this function, so a stock ``rq worker`` can run them too.
+RQ_FUNCTION = "flowkit.workers.rq_compat.run_task_run"
+#: Task runs per enqueue call: bounds how long one call holds the server...
+ENQUEUE_CHUNK_RUNS = 500
+#: ...and how many envelope bytes it carries, so workers start on the first chunk early.
+ENQUEUE_CHUNK_BYTES = 4 << 20
+#: Call bodies above this size are written with a plain HSET beside the function call.
+LARGE_BODY_BYTES = 64 << 10
+
+
+@dataclass
+class TaskRunSpec:
+    """Everything a driver writes to queue one task call."""
+
+    id: str
+    flow_run_id: str
+    task_name: str
+    queue: str
+    envelope: bytes
+    body: bytes
+    reply_to: str
+    parameters: str = "{}"
+    tags: list[str] = field(default_factory=list)
+    retries: int = 0
+    held: bool = False
+    upstream: list[str] = field(default_factory=list)
+    cache_key: str = ""
+    cache_parts: str = ""
+
+
+@dataclass(frozen=True)
+class CacheOptions:
+    """How the task runs of one submit use the cache."""
+
+    expiration_ms: int | None = None
+    refresh: bool = False
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1e6):06d}Z"
+
+
+def _rq_data_template() -> tuple[bytes, bytes]:
+    """RQ's job data (a pickled call of RQ_FUNCTION) split around a 16-character id."""
+    marker = "\x00" * 16
+    data = pickle.dumps((RQ_FUNCTION, None, (marker,), {}), protocol=4)
+    before, after = data.split(marker.encode())
+    return before, after
+
+
+_RQ_DATA = _rq_data_template()
+
+
+def enqueue_task_runs(client: redis.Redis, limits: Limits, specs: list[TaskRunSpec],
+                      cache: CacheOptions | None = None) -> None:
+    """Write task runs and queue the ready ones (or answer them from the cache): one call of
+    enqueue.lua per chunk of runs, all in one round trip.
+
+    All specs of one call share task, flow run, queue and driver (one ``submit``/``map``).
+    """
+    if not specs:
+        return
+    cache = cache or CacheOptions()
+    first = specs[0]
+    shared = [first.flow_run_id, first.task_name, first.queue, first.reply_to,
+              json.dumps(first.tags), first.retries, *_RQ_DATA, _iso(time.time()),
+              "" if cache.expiration_ms is None else cache.expiration_ms,
+              "1" if cache.refresh else "0"]
+    functions.execute(client, lambda pipe: _queue_enqueue(client, limits, pipe, specs, shared))
+
+
+def _queue_enqueue(client: redis.Redis, limits: Limits, pipe: Any, specs: list[TaskRunSpec],
+                   shared: list[Any]) -> None:
+    args: list[Any] = list(shared)
+    size = 0
+    for spec in specs:
+        body = spec.body
+        if len(body) > LARGE_BODY_BYTES:
+            # Large calls skip the function's arguments (Lua would copy them once more).
+            pipe.hset(keys.rq_job(spec.id), "flowkit_body", body)
+            body = b""
+        args += [spec.id, spec.envelope, body, spec.parameters, "1" if spec.held else "0",
+                 ",".join(spec.upstream), spec.cache_key, spec.cache_parts]
+        size += len(spec.body)
+        if len(args) - len(shared) >= 8 * ENQUEUE_CHUNK_RUNS or size >= ENQUEUE_CHUNK_BYTES:
+            functions.call(client, "enqueue", limits, args, pipe=pipe)
+            args, size = list(shared), 0
+    if len(args) > len(shared):
+        functions.call(client, "enqueue", limits, args, pipe=pipe)
+
+
+def release_held(client: redis.Redis, limits: Limits, task_run_ids: list[str]) -> int:
+    """Queue held task runs whose upstream futures completed; returns how many were queued
+    (one cancelled meanwhile stays put)."""
+    if not task_run_ids:
+        return 0
+    return int(functions.call(client, "release_held", limits, task_run_ids))
+
+
+def fail_unstarted(client: redis.Redis, limits: Limits, failures: list[tuple[str, str]],
+                   state: RunState, error_type: str) -> int:
+    """End pending task runs that will never run (an upstream failed): ``(task run id,
+    message)`` pairs, atomically, the way every end of a run is recorded; returns how many
+    were ended."""
+    if not failures:
+        return 0
+    return int(functions.call(client, "fail_unstarted", limits,
+                              [state.value, error_type, *(v for pair in failures for v in pair)]))
+
+
+def cancel(client: redis.Redis, limits: Limits, *, flow_run_id: str = "",
+           task_run_ids: Iterable[str] = (), message: str = "cancelled") -> tuple[int, int]:
+    """Cancel a flow run (it ends CANCELLED, with all its task runs, and the driver running
+    it is told) or the given task runs: ``(cancelled at once, running attempts flagged for
+    their supervisors to kill)``."""
+    dropped, flagged = functions.call(client, "cancel", limits,
+                                      [message, flow_run_id, *task_run_ids])
+    return int(dropped), int(flagged)
+
+
+def retry(client: redis.Redis, limits: Limits, flow_run_id: str) -> tuple[int, int]:
+    """Queue a flow run's failed task runs again: ``(retried, no longer retryable)``."""
+    retried, skipped = functions.call(client, "retry", limits, [flow_run_id])
+    return int(retried), int(skipped)
+
+
+def get_task_runs(client: redis.Redis, flow_run_id: str, *, offset: int = 0,
+                  limit: int = 1000) -> list[dict[str, str]]:
+    """A page of a flow run's task runs in submission order."""
+    ids = call(client, client.zrange, keys.flow_run_tasks(flow_run_id), offset,
+               offset + limit - 1)
+    pipe = client.pipeline(transaction=False)
+    for task_run_id in ids:
+        pipe.hgetall(keys.task_run(task_run_id.decode()))
+    return [decode(raw) for raw in call(client, pipe.execute) if raw]
+
+
+def get_task_run(client: redis.Redis, task_run_id: str) -> dict[str, str] | None:
+    """One task run's fields, or None."""
+    raw = call(client, client.hgetall, keys.task_run(task_run_id))
+    return decode(raw) if raw else None
+
+
+def get_task_state(client: redis.Redis, task_run_id: str) -> RunState | None:
+    """A task run's current state, or None when it does not exist."""
+    raw = call(client, client.hget, keys.task_run(task_run_id), "state")
+    return RunState(raw.decode()) if raw else None
+
+
+def get_history(client: redis.Redis, task_run_id: str) -> list[dict[str, Any]]:
+    """A task run's state transitions, oldest first."""
+    raw = call(client, client.lrange, keys.task_run_history(task_run_id), 0, -1)
+    return [json.loads(item) for item in raw]

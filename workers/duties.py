@@ -1,0 +1,188 @@
+"""The supervisor's periodic duties, each a small object behind one protocol.
+
+A duty is whatever a supervisor does on a timer: renew leases, reap dead workers' attempts,
+queue due retries, stop cancelled attempts, enforce hard timeouts, sweep old runs. New
+subsystems (the scheduler, trigger evaluation, autoscaling) join as duties of their own
+instead of growing the supervisor's loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Callable, Protocol
+
+from flowkit.store import attempts, keys, workers
+from flowkit.store.connection import call
+
+if TYPE_CHECKING:
+    import redis
+
+    from flowkit.store.limits import Limits
+    from flowkit.workers.slots import Running
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between checks for cancelled running tasks and due retries.
+POLL_SECONDS = 0.2
+#: Seconds between reaps of expired leases.
+REAP_SECONDS = 1.0
+#: At most this many seconds between retention sweeps (at least two per retention period);
+#: one supervisor in the cluster takes each sweep (a Redis lock).
+PRUNE_SECONDS = 60.0
+#: Longest a sweep may keep the supervisor from its other duties; the rest waits its turn.
+PRUNE_BUDGET_SECONDS = 0.5
+
+
+class Host(Protocol):
+    """What duties see of their supervisor."""
+
+    client: redis.Redis
+    worker_id: str
+    queues: list[str]
+    limits: Limits
+
+    def executor_ids(self) -> list[str]:
+        """The ids of this worker's executors."""
+
+    def running(self) -> dict[str, Running]:
+        """What each live executor runs right now, by task run id (from the slots)."""
+
+    def kill(self, task_run_id: str, outcome: str, message: str,
+             retry_delay: float | None = None) -> None:
+        """Kill the executor running ``task_run_id`` and record how the attempt ended."""
+
+
+class Duty(Protocol):
+    """One periodic job of a supervisor."""
+
+    #: Seconds between two runs (0: every tick of the supervisor's loop).
+    period: float
+    #: Seconds after start before the first run.
+    delay: float
+
+    def run(self) -> None:
+        """Do the job once; raising is logged and the duty runs again next period."""
+
+
+class DutyRunner:
+    """Runs each duty when it is due; one failing duty (Redis away) does not stop others."""
+
+    def __init__(self, duties: list[Duty], worker_id: str,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.duties, self.worker_id, self.clock = duties, worker_id, clock
+        start = clock()
+        self.due = [start + d.delay for d in duties]
+
+    def run_due(self) -> None:
+        now = self.clock()
+        for i, duty in enumerate(self.duties):
+            if now >= self.due[i]:
+                self.due[i] = now + duty.period
+                try:
+                    duty.run()
+                except Exception as exc:  # Redis away for a moment: the next period retries
+                    logger.warning("worker %s: %s failed: %s", self.worker_id,
+                                   type(duty).__name__, exc)
+
+
+class LeaseRenewal:
+    """Heartbeat, and the leases of every attempt this worker holds, renewed by the
+    supervisor (a task hogging the CPU cannot make its worker look dead)."""
+
+    delay = 0.0
+
+    def __init__(self, host: Host, period: float, lease_seconds: float) -> None:
+        self.host, self.period, self.lease_seconds = host, period, lease_seconds
+
+    def run(self) -> None:
+        host = self.host
+        held = attempts.processing(host.client, host.executor_ids())
+        running = list(host.running())
+        workers.heartbeat(host.client, host.worker_id, host.queues, busy=len(running))
+        attempts.renew_leases(host.client, host.limits, host.worker_id, held,
+                              time.time() + self.lease_seconds, running=running)
+
+
+class RetryPromotion:
+    """Queues the retries whose delay has passed."""
+
+    period, delay = POLL_SECONDS, 0.0
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def run(self) -> None:
+        attempts.promote_due_retries(self.host.client, self.host.limits)
+
+
+class CancelWatch:
+    """Kills executors whose running task run was cancelled."""
+
+    period, delay = POLL_SECONDS, 0.0
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def run(self) -> None:
+        running = list(self.host.running())
+        for task_run_id in attempts.cancel_requested(self.host.client, running):
+            self.host.kill(task_run_id, "cancelled",
+                           "cancelled while running; its executor was stopped")
+
+
+class HardTimeouts:
+    """Kills executors whose task ignored its soft timeout for longer than the grace."""
+
+    period, delay = 0.0, 0.0
+
+    def __init__(self, host: Host, grace_seconds: float) -> None:
+        self.host, self.grace_seconds = host, grace_seconds
+
+    def run(self) -> None:
+        now = time.time()
+        for task_run_id, running in self.host.running().items():
+            if running.deadline and now > running.deadline + self.grace_seconds:
+                seconds = running.deadline - running.started
+                self.host.kill(task_run_id, "timed_out",
+                               f"task exceeded timeout_seconds={seconds:g} and ignored the "
+                               "interrupt; its executor process was killed and replaced",
+                               retry_delay=running.timeout_retry_delay)
+
+
+class Reaper:
+    """Crashes the attempts of workers that stopped renewing their leases."""
+
+    period, delay = REAP_SECONDS, 0.0
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def run(self) -> None:
+        reaped = attempts.reap_expired_leases(self.host.client, self.host.limits)
+        if reaped:
+            logger.warning("worker %s: leases expired for %s; those attempts crashed",
+                           self.host.worker_id, ", ".join(reaped))
+
+
+class RetentionSweep:
+    """Deletes flow runs past FLOWKIT_RUN_RETENTION_DAYS (one supervisor per period)."""
+
+    delay = 1.0
+
+    def __init__(self, host: Host, retention_days: float) -> None:
+        self.host, self.days = host, retention_days
+        self.period = max(1.0, min(PRUNE_SECONDS, retention_days * 86400 / 2))
+
+    def run(self) -> None:
+        from flowkit.store.retention import prune_all
+
+        host = self.host
+        if not self.days or not call(host.client, host.client.set, keys.PRUNE_LOCK,
+                                     host.worker_id, nx=True, px=int(self.period * 900)):
+            return
+        pruned = prune_all(host.client, host.limits, time.time() - self.days * 86400,
+                           PRUNE_BUDGET_SECONDS)
+        if pruned.flow_runs or pruned.task_runs:
+            logger.info("worker %s: deleted %d flow runs and %d task runs older than %g days",
+                        host.worker_id, pruned.flow_runs, pruned.task_runs, self.days)
