@@ -97,3 +97,32 @@ def test_cancel_flow_run_from_python(client) -> None:
     assert all(isinstance(f.exception(timeout=5), CancelledRun) for f in futures)
     with pytest.raises(flowkit.FlowkitError, match="no flow run"):
         flowkit.cancel_flow_run("0" * 16)
+
+
+def test_a_run_left_by_its_driver_closes_when_its_last_task_run_is_cancelled(client,
+                                                                            limits) -> None:
+    """Regression: cancelling task runs one by one never closed a run that closes by itself
+    (the cancel script had its own copy of "end a task run", without the close)."""
+    from flowkit.runtime import reset_runtime
+
+    futures = identity.map(["a", "b"])  # no worker: both stay queued
+    run_id = task_runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
+    reset_runtime()  # the driver leaves with work queued: the run closes by itself later
+    assert flow_runs.get_flow_run(client, run_id)["state"] == "running"
+    for future in futures:
+        task_runs.cancel(client, limits, task_run_ids=[future.task_run_id], message="no")
+    run = flow_runs.get_flow_run(client, run_id)
+    assert (run["state"], run["n_cancelled"], run["n_pending"]) == ("cancelled", "2", "0")
+    assert client.zscore("flowkit:flowruns:state:cancelled", run_id) is not None
+
+
+def test_a_run_left_by_its_driver_completes_when_workers_finish_it(workers, client) -> None:
+    from flowkit.runtime import reset_runtime
+
+    futures = identity.map(["a", "b"])
+    run_id = task_runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
+    reset_runtime()
+    workers.start("default", concurrency=1, burst=True)
+    wait_until(lambda: flow_runs.get_flow_run(client, run_id)["state"] == "completed",
+               timeout=20, message="the ad-hoc run to close itself")
+    assert flow_runs.get_flow_run(client, run_id)["n_completed"] == "2"

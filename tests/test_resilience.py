@@ -136,3 +136,18 @@ def test_timeout_kills_code_that_ignores_signals(workers, client) -> None:
         ("running", 1), ("timed_out", 1), ("running", 2), ("timed_out", 2)]
     assert identity.submit("next").result(timeout=15) == "next"  # a fresh executor serves
     assert proc.poll() is None
+
+
+def test_a_hard_timeout_waits_out_retry_delay_seconds(workers, client) -> None:
+    """Regression: the reaper's copy of "end a run" used to retry a killed attempt at once."""
+    workers.start("default", concurrency=1)
+    workers.wait_registered(client)
+    stuck = sleep_ignoring_signals.with_options(timeout_seconds=0.5, retries=1,
+                                                retry_delay_seconds=3).submit(60)
+    with pytest.raises(TaskTimeout):
+        stuck.result(timeout=30)
+    history = task_runs.get_history(client, stuck.task_run_id)
+    assert [(h["state"], h.get("retry_in")) for h in history] == [
+        ("running", None), ("timed_out", 3), ("running", None), ("timed_out", None)]
+    waited = history[2]["ts"] - history[1]["ts"]
+    assert 3.0 <= waited < 3.0 + 2.0, f"the retry started {waited:.2f} s after the kill"

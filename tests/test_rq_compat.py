@@ -10,9 +10,10 @@ import rq
 
 from flowkit.states import RunState
 from flowkit.store import task_runs
+from flowkit.store.cache import cache_entry_exists
 
 from conftest import TESTS_DIR
-from tasks_for_tests import add, sleep_then
+from tasks_for_tests import add, cached_count, sleep_then
 
 
 def test_rq_sees_flowkit_queues_and_jobs(client) -> None:
@@ -53,3 +54,22 @@ def test_stock_rq_worker_renews_leases_of_long_tasks(redis_url, client, workers)
     assert future.result(timeout=10) == "slept"
     history = task_runs.get_history(client, future.task_run_id)
     assert [h["state"] for h in history] == ["running", "completed"], history
+
+
+def test_stock_rq_worker_settles_the_cache_of_the_runs_it_finishes(redis_url, client,
+                                                                    tmp_path) -> None:
+    """Regression: a cache leader finished by a stock RQ worker never wrote its cache entry,
+    so the identical call waiting on it (single flight) hung."""
+    marker = str(tmp_path / "executions")
+    leader, waiter = cached_count.map([marker] * 2, delay=0.2)
+    assert client.hget(f"flowkit:taskrun:{waiter.task_run_id}", "cache_wait") == b"1"
+    done = subprocess.run(
+        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url,
+         "--worker-class", "rq.worker.SimpleWorker", "default"],
+        capture_output=True, text=True, timeout=60, cwd=TESTS_DIR,
+        env={**os.environ, "PYTHONPATH": str(TESTS_DIR)})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert leader.result(timeout=10) == waiter.result(timeout=10) == "execution 1"
+    assert waiter.state is RunState.CACHED
+    key = client.hget(f"flowkit:taskrun:{leader.task_run_id}", "cache_key").decode()
+    assert cache_entry_exists(client, key)
