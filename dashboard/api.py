@@ -1,89 +1,79 @@
-"""The JSON API under ``/api/`` (documented in ``/api/openapi.json``), live events and actions."""
+"""The JSON API under ``/api/`` (documented in ``/api/openapi.json``), live events and actions.
+
+Every answer is a model of schemas.py; query strings are parsed by models too, so a bad
+parameter is a 400 naming it, and the OpenAPI document is generated from the same models.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, StreamingResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from flowkit.dashboard import queries
-from flowkit.dashboard.openapi import openapi_schema
-from flowkit.states import RunState
+from flowkit.dashboard import queries, schemas as s
 from flowkit.store import flow_runs, keys, task_runs
 from flowkit.store.events import parse_state_event
 
 #: Seconds an idle event stream waits before sending a keep-alive comment.
 KEEPALIVE_SECONDS = 15
 
+Q = TypeVar("Q", bound=BaseModel)
 
-def _number(request: Request, name: str) -> float | None:
-    value = request.query_params.get(name)
-    if value in (None, ""):
-        return None
+
+def parse_query(model: type[Q], request: Request) -> Q:
+    """The query string as ``model``; a 400 naming the first bad parameter otherwise."""
     try:
-        return float(value)
-    except ValueError:
-        raise HTTPException(400, f"query parameter {name!r} must be a number (epoch seconds)")
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        name = ".".join(str(part) for part in error["loc"])
+        value = request.query_params.get(name, "")
+        raise HTTPException(400, f"query parameter {name}={value!r}: {error['msg']}") from None
 
 
-def _int(request: Request, name: str, default: int, top: int) -> int:
-    try:
-        value = int(request.query_params.get(name, default))
-    except ValueError:
-        raise HTTPException(400, f"query parameter {name!r} must be an integer")
-    return max(0, min(value, top))
+def answer(model: BaseModel, status_code: int = 200) -> JSONResponse:
+    return JSONResponse(model.model_dump(mode="json"), status_code=status_code)
 
 
-def filters(request: Request) -> dict[str, Any]:
-    """Runs-list filters from the query string (shared by the page and the API)."""
-    state = request.query_params.get("state") or None
-    if state is not None and state not in {s.value for s in RunState}:
-        raise HTTPException(400, f"unknown state {state!r}")
-    return {"state": state, "name": request.query_params.get("name") or None,
-            "since": _number(request, "since"), "until": _number(request, "until"),
-            "cursor": _number(request, "cursor"),
-            "limit": _int(request, "limit", queries.RUN_PAGE, 500) or queries.RUN_PAGE}
+def list_runs(request: Request) -> Response:
+    return answer(queries.runs_page(request.app.state.client, parse_query(s.RunsQuery, request)))
 
 
-def list_runs(request: Request) -> JSONResponse:
-    return JSONResponse(queries.runs_page(request.app.state.client, **filters(request)))
-
-
-def get_run(request: Request) -> JSONResponse:
-    detail = queries.run_detail(request.app.state.client, request.path_params["run_id"],
-                                offset=_int(request, "offset", 0, 10**9),
-                                limit=_int(request, "limit", queries.TASK_PAGE, 1000) or 1)
+def get_run(request: Request) -> Response:
+    run_id = request.path_params["run_id"]
+    detail = queries.run_detail(request.app.state.client, run_id,
+                                parse_query(s.RunQuery, request))
     if detail is None:
-        raise HTTPException(404, f"no flow run {request.path_params['run_id']!r}")
-    return JSONResponse(detail)
+        raise HTTPException(404, f"no flow run {run_id!r}")
+    return answer(detail)
 
 
-def get_run_logs(request: Request) -> JSONResponse:
-    after = request.query_params.get("after", "-")
-    return JSONResponse({"logs": queries.logs_after(request.app.state.client,
-                                                    request.path_params["run_id"], after)})
+def get_run_logs(request: Request) -> Response:
+    query = parse_query(s.LogsQuery, request)
+    return answer(queries.logs_after(request.app.state.client, request.path_params["run_id"],
+                                     query.after))
 
 
-def get_task(request: Request) -> JSONResponse:
-    detail = queries.task_detail(request.app.state.client, request.path_params["task_run_id"])
+def get_task(request: Request) -> Response:
+    task_run_id = request.path_params["task_run_id"]
+    detail = queries.task_detail(request.app.state.client, task_run_id)
     if detail is None:
-        raise HTTPException(404, f"no task run {request.path_params['task_run_id']!r}")
-    return JSONResponse(detail)
+        raise HTTPException(404, f"no task run {task_run_id!r}")
+    return answer(detail)
 
 
-def list_workers(request: Request) -> JSONResponse:
-    return JSONResponse({"workers": queries.workers(request.app.state.client)})
+def list_workers(request: Request) -> Response:
+    return answer(queries.workers(request.app.state.client))
 
 
-def list_queues(request: Request) -> JSONResponse:
-    client = request.app.state.client
-    return JSONResponse({"queues": queries.queues(client),
-                         "dead_letters": queries.dead_letters(client)})
+def list_queues(request: Request) -> Response:
+    return answer(queries.queues(request.app.state.client))
 
 
 def _require_action_header(request: Request) -> None:
@@ -93,41 +83,46 @@ def _require_action_header(request: Request) -> None:
         raise HTTPException(403, "actions need the header X-Flowkit-Action: 1")
 
 
-def cancel_run(request: Request) -> JSONResponse:
+def _existing_run(request: Request) -> str:
     _require_action_header(request)
-    client, run_id = request.app.state.client, request.path_params["run_id"]
-    if flow_runs.get_flow_run(client, run_id) is None:
+    run_id: str = request.path_params["run_id"]
+    if flow_runs.get_flow_run(request.app.state.client, run_id) is None:
         raise HTTPException(404, f"no flow run {run_id!r}")
-    dropped, stopping = task_runs.cancel(client, request.app.state.limits, flow_run_id=run_id,
-                                    message=f"flow run {run_id} cancelled from the dashboard")
-    return JSONResponse({"flow_run_id": run_id, "dropped": dropped, "stopping": stopping})
+    return run_id
 
 
-def retry_run(request: Request) -> JSONResponse:
-    _require_action_header(request)
-    client, run_id = request.app.state.client, request.path_params["run_id"]
-    if flow_runs.get_flow_run(client, run_id) is None:
-        raise HTTPException(404, f"no flow run {run_id!r}")
-    retried, skipped = task_runs.retry(client, request.app.state.limits, run_id)
-    return JSONResponse({"flow_run_id": run_id, "retried": retried, "not_retryable": skipped})
+def cancel_run(request: Request) -> Response:
+    run_id = _existing_run(request)
+    dropped, stopping = task_runs.cancel(
+        request.app.state.client, request.app.state.limits, flow_run_id=run_id,
+        message=f"flow run {run_id} cancelled from the dashboard")
+    return answer(s.CancelResult(flow_run_id=run_id, dropped=dropped, stopping=stopping))
+
+
+def retry_run(request: Request) -> Response:
+    run_id = _existing_run(request)
+    retried, skipped = task_runs.retry(request.app.state.client, request.app.state.limits,
+                                       run_id)
+    return answer(s.RetryResult(flow_run_id=run_id, retried=retried, not_retryable=skipped))
 
 
 async def events(request: Request) -> StreamingResponse:
     """Server-sent events: state changes from the events stream (of one run with ``?run=``)
-    and, for one run, its new log lines."""
-    run_id = request.query_params.get("run") or None
-    return StreamingResponse(_event_stream(request, run_id), media_type="text/event-stream",
+    and, for one run, its new log lines, each with its HTML as the page renders it."""
+    query = parse_query(s.EventsQuery, request)
+    return StreamingResponse(_event_stream(request, query), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-async def _event_stream(request: Request, run_id: str | None) -> AsyncIterator[str]:
+async def _event_stream(request: Request, query: s.EventsQuery) -> AsyncIterator[str]:
     client = request.app.state.async_client
+    render_log = request.app.state.render_log_line
+    run_id = query.run
     # Start from each stream's current last id, not "$": with two streams, "$" would skip
     # whatever is added to one while XREAD returns for the other.
     streams = {keys.EVENTS: await _last_id(client, keys.EVENTS)}
     if run_id:
-        streams[keys.logs(run_id)] = (request.query_params.get("logs_after")
-                                      or await _last_id(client, keys.logs(run_id)))
+        streams[keys.logs(run_id)] = query.logs_after or await _last_id(client, keys.logs(run_id))
     yield "retry: 2000\n\n"
     while not await request.is_disconnected():
         try:
@@ -145,16 +140,24 @@ async def _event_stream(request: Request, run_id: str | None) -> AsyncIterator[s
             name = stream.decode()
             streams[name] = entries[-1][0].decode()
             for entry_id, fields in entries:
-                data = {k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()}
-                if name == keys.EVENTS:
-                    event = parse_state_event(data)
-                    if event is None or (run_id and run_id not in (event.id, event.flow_run_id)):
-                        continue
-                    kind, data = event.kind, {"id": event.id, "state": event.state,
-                                              "flow_run_id": event.flow_run_id}
-                else:
-                    kind, data = "log", queries.log_line(entry_id.decode(), data)
-                yield f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+                message = _message(name, entry_id.decode(), fields, run_id, render_log)
+                if message is not None:
+                    yield message
+
+
+def _message(stream: str, entry_id: str, raw: dict[bytes, bytes], run_id: str | None,
+             render_log: Any) -> str | None:
+    """One server-sent event for a stream entry (None: not for this client)."""
+    fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
+    if stream != keys.EVENTS:
+        line = queries.log_line(entry_id, fields)
+        data: dict[str, Any] = {**line.model_dump(mode="json"), "html": render_log(line)}
+        return f"event: log\ndata: {json.dumps(data)}\n\n"
+    event = parse_state_event(fields)
+    if event is None or (run_id and run_id not in (event.id, event.flow_run_id)):
+        return None
+    data = {"id": event.id, "state": event.state, "flow_run_id": event.flow_run_id}
+    return f"event: {event.kind}\ndata: {json.dumps(data)}\n\n"
 
 
 async def _last_id(client: Any, stream: str) -> str:
@@ -162,7 +165,9 @@ async def _last_id(client: Any, stream: str) -> str:
     return str(newest[0][0].decode()) if newest else "0-0"
 
 
-def openapi(request: Request) -> JSONResponse:
+def openapi(request: Request) -> Response:
+    from flowkit.dashboard.openapi import openapi_schema
+
     return JSONResponse(openapi_schema())
 
 

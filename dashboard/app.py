@@ -55,6 +55,7 @@ def create_app(redis_url: str, settings: Settings | None = None) -> Starlette:
     app.state.async_client = async_client
     app.state.redis_url = redis_url
     app.state.limits = Limits.from_settings(settings)
+    app.state.render_log_line = views.render_log_line
     return app
 
 

@@ -24,6 +24,10 @@ class RunState(str, Enum):
     CRASHED = "crashed"
     CANCELLED = "cancelled"
 
+    def __str__(self) -> str:
+        """The stored value ("completed"), as in templates and messages (like StrEnum)."""
+        return self.value
+
     @property
     def is_terminal(self) -> bool:
         """True when no further transition is allowed (except a user's retry)."""

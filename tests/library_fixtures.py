@@ -3,7 +3,7 @@
 ``seed_*`` write runs straight into Redis the way the library would have left them; the
 ``observe`` function reads back everything a case may assert on, under flat names:
 ``task:<id>.<field>``, ``flow:<id>.<field>``, ``queue:<name>``, ``job:<id>.status`` (None when
-the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``retries_due``, ``events``
+the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``retries_due`` (seconds from now), ``events``
 ((kind, id, state) tuples), ``reply:<stream>`` ((kind, id, state) tuples), ``deadletter``,
 ``cache:<key>`` (stored or not), ``processing:<executor>``.
 """
@@ -94,7 +94,8 @@ def observe(client: Any, tasks: list[str], flows: list[str],
     seen[f"queue:{QUEUE}"] = [i.decode() for i in client.lrange(keys.queue(QUEUE), 0, -1)]
     seen["queue_stats.running"] = int(client.hget(keys.queue_stats(QUEUE), "running") or 0)
     seen["leases"] = sorted(i.decode() for i in client.zrange(keys.LEASES, 0, -1))
-    seen["retries_due"] = {i.decode(): round(score - NOW) for i, score in
+    now = time.time()  # due times are the library's now plus the delay: compare as delays
+    seen["retries_due"] = {i.decode(): round(score - now) for i, score in
                            client.zrange(keys.RETRIES_DUE, 0, -1, withscores=True)}
     seen["deadletter"] = [i.decode() for i in client.lrange(keys.DEAD_LETTER, 0, -1)]
     seen["cancelling"] = sorted(i.decode() for i in client.smembers(keys.CANCELLING))

@@ -255,3 +255,87 @@ def test_event_stream_of_one_run_has_its_task_events_and_logs(worker, client,
     assert ("log", "between the tasks") in seen
     assert seen.count(("task", "completed")) == 2, seen
     assert ("task", "running") in seen
+
+
+def _timeless(html: str) -> str:
+    """HTML without what ticks between two renders (durations, ages, "... ago" titles)."""
+    import re
+
+    html = re.sub(r'<td class="(duration|heartbeat)[^"]*"[^>]*>[^<]*</td>', "", html)
+    return re.sub(r' title="[^"]* ago"', "", html)
+
+
+def _section(html: str, start: str, end: str) -> str:
+    begin = html.index(start)
+    return html[begin:html.index(end, begin)]
+
+
+def test_live_fragments_are_the_page_parts_rendered_by_the_same_templates(worker, client,
+                                                                          dash) -> None:
+    dash_demo(3)
+    run_id = flow_runs.list_flow_runs(client)[0]["id"]
+    task_run_id = task_runs.get_task_runs(client, run_id)[0]["id"]
+    for page, fragment, start, end in (
+            (f"/runs/{run_id}", f"/fragments/runs/{run_id}", '<table id="tasks"', "</table>"),
+            ("/runs", "/fragments/runs", '<table id="runs"', "</table>"),
+            (f"/tasks/{task_run_id}", f"/fragments/tasks/{task_run_id}", '<table id="history"',
+             "</table>"),
+            ("/workers", "/fragments/workers", '<table id="workers"', "</table>"),
+            ("/queues", "/fragments/queues", '<table id="queues"', "</table>")):
+        whole, part = dash.get(page), dash.get(fragment)
+        assert whole.status_code == part.status_code == 200, fragment
+        assert "<html" not in part.text and 'data-live' in whole.text
+        assert (_timeless(_section(part.text, start, end))
+                == _timeless(_section(whole.text, start, end)))
+    assert dash.get("/fragments/runs/nope").status_code == 404
+    assert dash.get("/fragments/runs", params={"state": "bogus"}).status_code == 400
+
+
+def test_state_colours_come_from_the_state_model(dash) -> None:
+    from flowkit.states import COLOURS, RunState
+
+    html = dash.get("/runs").text
+    solid, background, text = COLOURS[RunState.FAILED]
+    assert f".state-failed {{ --c: {solid}; --bg: {background}; --fg: {text}; }}" in html
+    css = (Path(__file__).resolve().parent.parent / "dashboard" / "static" / "app.css")
+    assert ".state-failed" not in css.read_text()
+
+
+def test_the_browser_code_renders_no_rows_of_its_own() -> None:
+    folder = Path(__file__).resolve().parent.parent / "dashboard" / "static" / "js"
+    sources = {p.name: p.read_text() for p in folder.glob("*.js")}
+    assert "main.js" in sources and len(sources) >= 5
+    for name, text in sources.items():
+        assert "createElement" not in text and "innerHTML" not in text, name
+        assert len(text.splitlines()) < 150, name
+
+
+def test_openapi_schemas_are_the_answer_models(dash) -> None:
+    from flowkit.dashboard import schemas
+
+    components = dash.get("/api/openapi.json").json()["components"]["schemas"]
+    for model in (schemas.RunsPage, schemas.RunDetail, schemas.TaskDetail, schemas.Queues):
+        assert set(components[model.__name__]["properties"]) == set(model.model_fields)
+    assert components["RunState"]["enum"] == [s.value for s in
+                                              __import__("flowkit").RunState]
+    runs = dash.get("/api/openapi.json").json()["paths"]["/api/runs"]["get"]
+    assert {p["name"] for p in runs["parameters"]} == set(schemas.RunsQuery.model_fields)
+
+
+def test_log_events_carry_the_line_as_the_page_renders_it(worker, client, dash,
+                                                          dashboard_url) -> None:
+    @flow(name="logged")
+    def logged() -> None:
+        get_run_logger().info("rendered <once>")
+
+    logged()
+    run_id = flow_runs.list_flow_runs(client)[0]["id"]
+    with httpx.Client(timeout=10) as http:
+        with http.stream("GET", f"{dashboard_url}/api/events",
+                         params={"run": run_id, "logs_after": "0-0"}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data: ") and "rendered" in line:
+                    data = json.loads(line[6:])
+                    break
+    assert "rendered &lt;once&gt;" in data["html"] and data["html"].startswith("<li ")
+    assert _timeless(data["html"]) in _timeless(dash.get(f"/runs/{run_id}").text)

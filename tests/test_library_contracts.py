@@ -10,6 +10,7 @@ cache entry.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,7 +21,7 @@ from flowkit.store import attempts, flow_runs, functions, task_runs
 from flowkit.store.attempts import Claim, Outcome
 from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
-from library_fixtures import NOW, QUEUE, REPLY, observe, seed_flow_run, seed_task_run
+from library_fixtures import QUEUE, REPLY, observe, seed_flow_run, seed_task_run
 
 R = f"reply:{REPLY}"
 
@@ -215,9 +216,9 @@ CASES = [
     Case("promote", "promote queues the retries that are due and leaves the others",
          lambda c: (seed_flow_run(c, "f1"), seed_task_run(c, "t1", state="retrying"),
                     seed_task_run(c, "t2", state="retrying"),
-                    c.zadd("flowkit:retries:due", {"t1": 1.0, "t2": 4e9})),
+                    c.zadd("flowkit:retries:due", {"t1": 1.0, "t2": time.time() + 3600})),
          lambda c, lim: attempts.promote_due_retries(c, lim),
-         {f"queue:{QUEUE}": ["t1"], "retries_due": {"t2": round(4e9 - NOW)},
+         {f"queue:{QUEUE}": ["t1"], "retries_due": {"t2": 3600},
           "job:t1.status": "queued"}, returns=1),
     # -- cancel, retry, release, fail -------------------------------------------------------
     Case("cancel", "regression: cancelling the last task run of a run that closes by itself closes it",
