@@ -1,35 +1,55 @@
-# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv by itself.
+# Two commands on a fresh machine: `make demo` and `make test`. Each creates .venv by itself
+# and installs what it needs: the demo only flowkit and its runtime dependencies, the tests
+# the test tools on top.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-
-.PHONY: demo test test-fast bench typecheck screenshots browser clean constraints
-
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 CONSTRAINTS := deploy/constraints.txt
+PIP := $(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS)
 
-$(STAMP): pyproject.toml $(CONSTRAINTS)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[dev]'
-	@touch $(STAMP)
+.PHONY: demo test test-fast lint bench typecheck screenshots browser clean constraints
 
-## Re-pin deploy/constraints.txt to the newest releases the ranges in pyproject.toml allow
-## (then run make test before committing it).
-constraints:
-	rm -rf build/constraints-venv && $(PYTHON) -m venv build/constraints-venv
-	build/constraints-venv/bin/pip install --quiet -e '.[dev]'
-	{ sed -n '1,/^# The package itself/p' $(CONSTRAINTS); \
-	  build/constraints-venv/bin/pip freeze --exclude-editable | grep -v '^-e'; } > $(CONSTRAINTS).new
-	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf build/constraints-venv
+$(BIN)/python:
+	@echo "==> creating the virtual environment $(VENV)"
+	$(PYTHON) -m venv $(VENV)
+
+$(RUNTIME): pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	@echo "==> installing flowkit and what it needs to run (redis, rq, pydantic, starlette, ...)"
+	$(PIP) --progress-bar off -e . | grep -E '^(Collecting|Successfully)' || true
+	@$(BIN)/python -c "import flowkit, flowkit.workers, flowkit.dashboard" \
+	  || { echo "flowkit did not install: see the pip output above"; exit 1; }
+	@touch $(RUNTIME)
+
+$(DEV): $(RUNTIME)
+	@echo "==> installing the test tools (pytest, playwright, httpx, numpy, ruff, mypy)"
+	$(PIP) --quiet -e '.[dev]'
+	@touch $(DEV)
 
 ## Run the example flow on the embedded server with local workers and print its results.
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(BIN)/python examples/demo.py
 
 ## Run the whole test suite against a real server and real worker processes.
-test: $(STAMP) browser
+test: $(DEV) browser
 	$(BIN)/pytest
+
+## The suite without the slow fault-injection tests.
+test-fast: $(DEV)
+	$(BIN)/pytest -m "not slow"
+
+## ruff, and mypy --strict over the product (what .ci/run checks before the tests).
+lint: $(DEV) typecheck
+	$(BIN)/ruff check flowkit workers dashboard tests examples
+
+## mypy through a link tree (mypy cannot follow the editable-install mapping).
+typecheck: $(DEV)
+	rm -rf build/typecheck && mkdir -p build/typecheck/flowkit
+	for f in flowkit/*; do ln -s ../../../$$f build/typecheck/flowkit/; done
+	ln -s ../../../workers build/typecheck/flowkit/workers
+	ln -s ../../../dashboard build/typecheck/flowkit/dashboard
+	MYPYPATH=build/typecheck $(BIN)/mypy -p flowkit
 
 ## Debian's Chromium for the dashboard's browser tests (they skip, saying why, without it).
 browser:
@@ -40,25 +60,21 @@ browser:
 	  else echo "chromium is not installed and apt-get is not usable: the browser tests will skip"; fi; }
 
 ## Screenshots of the dashboard's main pages into docs/ (linked from the README).
-screenshots: $(STAMP) browser
+screenshots: $(DEV) browser
 	$(BIN)/python tests/screenshots.py docs
 
-## The suite without the slow fault-injection tests.
-test-fast: $(STAMP)
-	$(BIN)/pytest -m "not slow"
-
 ## Benchmarks: flowkit against plain RQ, as a table and bench-results.json.
-bench: $(STAMP)
+bench: $(DEV)
 	$(BIN)/python tests/benchmarks/run_bench.py --json bench-results.json
 
-## mypy through a link tree (mypy cannot follow the editable-install mapping).
-typecheck: $(STAMP)
-	$(BIN)/python -m pip install --quiet mypy
-	rm -rf build/typecheck && mkdir -p build/typecheck/flowkit
-	for f in flowkit/*; do ln -s ../../../$$f build/typecheck/flowkit/; done
-	ln -s ../../../workers build/typecheck/flowkit/workers
-	ln -s ../../../dashboard build/typecheck/flowkit/dashboard
-	MYPYPATH=build/typecheck $(BIN)/mypy -p flowkit
+## Re-pin deploy/constraints.txt to the newest releases the ranges in pyproject.toml allow
+## (then run make test before committing it).
+constraints:
+	rm -rf build/constraints-venv && $(PYTHON) -m venv build/constraints-venv
+	build/constraints-venv/bin/pip install --quiet -e '.[dev]'
+	{ sed -n '1,/^# The package itself/p' $(CONSTRAINTS); \
+	  build/constraints-venv/bin/pip freeze --exclude-editable | grep -v '^-e'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf build/constraints-venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info bench-results.json

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
@@ -16,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from flowkit.dashboard import queries, schemas as s
+from flowkit.dashboard import queries
+from flowkit.dashboard import schemas as s
 from flowkit.store import flow_runs, keys, task_runs
 from flowkit.store.events import parse_state_event
 

@@ -13,8 +13,9 @@ from typing import Any
 
 from flowkit.dashboard import schemas as s
 from flowkit.states import TERMINAL_STATES
-from flowkit.store import flow_runs, keys, stats, task_runs, workers as worker_store
+from flowkit.store import flow_runs, keys, stats, task_runs
 from flowkit.store import logs as run_logs
+from flowkit.store import workers as worker_store
 from flowkit.store.connection import call
 
 #: Log lines shown when a run page opens (the live tail adds the rest).

@@ -20,10 +20,10 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
-from flowkit.dashboard import queries, schemas as s
+from flowkit.dashboard import queries
+from flowkit.dashboard import schemas as s
 from flowkit.dashboard.api import parse_query
-from flowkit.states import (ACTIVE_STATES, ALL_STATES, COLOURS, RETRYABLE_STATES,
-                            TERMINAL_STATES)
+from flowkit.states import ACTIVE_STATES, ALL_STATES, COLOURS, RETRYABLE_STATES, TERMINAL_STATES
 
 templates = Jinja2Templates(directory=str(resources.files("flowkit.dashboard") / "templates"))
 

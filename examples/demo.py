@@ -19,6 +19,9 @@ from rich.console import Console
 from rich.table import Table
 
 from flowkit import flow, get_run_logger, task
+from flowkit.context import flow_run_ctx
+from flowkit.embedded import running_server
+from flowkit.settings import get_settings
 
 PATHS = ["/", "/login", "/search", "/cart", "/checkout", "/api/items", "/api/user", "/health"]
 
@@ -58,9 +61,16 @@ def merge_day(day: int, shards: list[dict[str, object]]) -> dict[str, object]:
     return report
 
 
+#: The id of the flow run this demo made (shown at the end, to look it up).
+RUN_IDS: list[str] = []
+
+
 @flow(log_prints=True)
 def traffic_report(days: int = 7, shards_per_day: int = 8) -> list[dict[str, object]]:
     """Generate, summarize and merge a week of logs: 7 x 8 shards fan out to workers."""
+    run = flow_run_ctx.get()
+    if run is not None:
+        RUN_IDS.append(run.flow_run_id)
     logger = get_run_logger()
     logger.info("building the report for %d days x %d shards", days, shards_per_day)
     reports = []
@@ -87,10 +97,28 @@ def main() -> None:
                       ",".join(map(str, r["pids"])))  # type: ignore[call-overload]
     console.print(table)
     pids = {p for r in reports for p in r["pids"]}  # type: ignore[attr-defined]
-    cli = Path(sys.executable).parent / "flowkit"
     console.print(f"{7 * 8 * 2 + 7} task runs on {len(pids)} executor processes in "
-                  f"{elapsed:.2f} s.\nInspect them: {cli} run ls   |   {cli} run show <id>")
+                  f"{elapsed:.2f} s.")
+    _next_steps(console, RUN_IDS[-1] if RUN_IDS else "<id>")
 
+
+def _next_steps(console: Console, run_id: str) -> None:
+    """Where to look next, and how to stop what the demo left running."""
+    cli = os.path.relpath(Path(sys.executable).parent / "flowkit")
+    server = running_server(get_settings().home) if not os.environ.get("FLOWKIT_REDIS_URL") \
+        else None
+    lines = [f"\nFlow run [bold]{run_id}[/bold]:",
+             f"  {cli} run show {run_id}    its task runs: states, attempts, workers",
+             f"  {cli} run logs {run_id}    its log",
+             f"  {cli} dashboard start           then open "
+             f"http://127.0.0.1:4200/runs/{run_id}"]
+    if server is not None:
+        lines += [f"The embedded server (pid {server.pid}, port {server.port}, data in "
+                  f"{get_settings().home}) keeps running in the background for the dashboard "
+                  "and the next run:",
+                  f"  {cli} server stop               stops it"]
+    for line in lines:
+        console.print(line, soft_wrap=True, highlight=False)
 
 if __name__ == "__main__":
     main()

@@ -4,6 +4,7 @@ Importing flowkit opens no connection, reads no settings and starts no thread.
 """
 
 from flowkit._version import __version__ as __version__
+from flowkit.control import cancel_flow_run as cancel_flow_run
 from flowkit.errors import CancelledRun as CancelledRun
 from flowkit.errors import ConfigurationError as ConfigurationError
 from flowkit.errors import FlowkitError as FlowkitError
@@ -21,12 +22,11 @@ from flowkit.futures import TaskFuture as TaskFuture
 from flowkit.futures import as_completed as as_completed
 from flowkit.futures import wait as wait
 from flowkit.logs import get_run_logger as get_run_logger
+from flowkit.retries import exponential_backoff as exponential_backoff
 from flowkit.states import RunState as RunState
 from flowkit.tasks import Task as Task
 from flowkit.tasks import task as task
 from flowkit.tasks import unmapped as unmapped
-from flowkit.retries import exponential_backoff as exponential_backoff
-from flowkit.control import cancel_flow_run as cancel_flow_run
 
 __all__ = [
     "CancelledRun", "ConfigurationError", "Flow", "FlowTimeout", "FlowkitError", "Retry",

@@ -23,13 +23,11 @@ import textwrap
 import types
 import uuid
 import weakref
-from abc import ABC, abstractmethod
 from collections import OrderedDict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, cast
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
-from flowkit.errors import CacheKeyError, ConfigurationError
-
+from flowkit.errors import CacheKeyError
 
 #: Starts every digest; bump it when the encoding changes so that old cache entries stop matching.
 ENCODING_VERSION = b"flowkit-cache-v1"
@@ -436,7 +434,8 @@ def _unwrap(fn: Any) -> Any:
         inner = target.func if isinstance(target, functools.partial) else target.__func__
         target = inspect.unwrap(inner)
     if not isinstance(target, (types.FunctionType, types.BuiltinFunctionType, type)):
-        call = getattr(type(target), "__call__", None)
+        # The method itself, to hash its code (callable() would only say that it exists).
+        call = getattr(type(target), "__call__", None)  # noqa: B004
         if isinstance(call, types.FunctionType):
             target = call
     return target

@@ -19,11 +19,21 @@ from __future__ import annotations
 
 import types
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
-from flowkit._hashing import (ENCODING_VERSION, MAX_DEPTH, _callable_name, _hash_argument, _Hasher,
-                              _text, _type_name, stable_hash, task_source_hash)
+from flowkit._hashing import (
+    ENCODING_VERSION,
+    _callable_name,
+    _hash_argument,
+    _Hasher,
+    _text,
+    _type_name,
+    stable_hash,
+    task_source_hash,
+)
+from flowkit._hashing import MAX_DEPTH as MAX_DEPTH  # re-exported: part of the policy surface
 from flowkit.errors import CacheKeyError, ConfigurationError
 
 __all__ = ["CacheContext", "CacheKey", "CachePolicy", "CompoundPolicy", "Inputs", "TaskSource",

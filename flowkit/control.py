@@ -14,12 +14,12 @@ def cancel_flow_run(flow_run_id: str, message: str = "cancelled by request") -> 
     Raises:
         RunNotFound: no flow run has that id.
     """
+    from flowkit.driver import get_driver
     from flowkit.errors import RunNotFound
-    from flowkit.runtime import get_runtime
     from flowkit.store import flow_runs, task_runs
 
-    runtime = get_runtime()
-    if flow_runs.get_flow_run(runtime.client, flow_run_id) is None:
+    driver = get_driver()
+    if flow_runs.get_flow_run(driver.client, flow_run_id) is None:
         raise RunNotFound(f"no flow run with id {flow_run_id!r}")
-    return task_runs.cancel(runtime.client, runtime.limits, flow_run_id=flow_run_id,
+    return task_runs.cancel(driver.client, driver.limits, flow_run_id=flow_run_id,
                             message=message)

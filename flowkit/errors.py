@@ -81,17 +81,10 @@ class CacheKeyError(FlowkitError, ValueError):
     """An input could not be turned into a deterministic cache key."""
 
 
-class ScheduleError(FlowkitError, ValueError):
-    """A schedule (cron string, interval, timezone) is invalid."""
-
-
 class Retry(FlowkitError):
     """Raised by user code to ask for another attempt of the current task run."""
 
-    def __init__(self, message: str = "retry requested", delay_seconds: float | None = None) -> None:
+    def __init__(self, message: str = "retry requested",
+                 delay_seconds: float | None = None) -> None:
         super().__init__(message)
         self.delay_seconds = delay_seconds
-
-
-class WorkerShutdown(BaseException):
-    """Raised inside an executor to stop it; never swallowed by ``except Exception``."""

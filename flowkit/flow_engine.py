@@ -24,8 +24,8 @@ from flowkit.states import RunState
 from flowkit.store import flow_runs
 
 if TYPE_CHECKING:
+    from flowkit.driver import Driver
     from flowkit.flows import Flow
-    from flowkit.runtime import Runtime
 
 
 def run_flow(flow: Flow[..., Any], parameters: dict[str, Any],
@@ -44,11 +44,11 @@ def run_flow(flow: Flow[..., Any], parameters: dict[str, Any],
 def run_bound(flow: Flow[..., Any], bound: inspect.BoundArguments,
               flow_run_id: str | None = None) -> Any:
     """Run ``flow`` on arguments it has validated (see :func:`run_flow`)."""
-    from flowkit.runtime import get_runtime
+    from flowkit.driver import get_driver
 
-    runtime = get_runtime()
+    driver = get_driver()
     flow_run_id = flow_run_id or new_id()
-    _begin(runtime, flow, bound, flow_run_id)
+    _begin(driver, flow, bound, flow_run_id)
     if flow.log_prints:
         from flowkit.logs import install_print_capture
 
@@ -58,44 +58,44 @@ def run_bound(flow: Flow[..., Any], bound: inspect.BoundArguments,
         ctx = FlowRunContext(flow_run_id, flow.name, log_prints=flow.log_prints,
                              parameters=dict(bound.arguments))
         token = flow_run_ctx.set(ctx)
-        runtime.flow_started(flow_run_id)
+        driver.flow_started(flow_run_id)
         try:
             value = _run_with_timeout(flow, bound)
             _raise_unhandled_task_failure(ctx)
         except BaseException as exc:
             state = _final_state(exc)
             if state is RunState.FAILED and attempt <= flow.retries:
-                _announce_retry(runtime, flow, flow_run_id, attempt, exc, ctx)
+                _announce_retry(driver, flow, flow_run_id, attempt, exc, ctx)
                 attempt += 1
                 continue
             flow_runs.transition_flow_run(
-                runtime.client, runtime.limits, flow_run_id, state,
+                driver.client, driver.limits, flow_run_id, state,
                 error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",
                 error_message=str(exc), traceback="".join(traceback.format_exception(exc)))
             raise
         finally:
-            runtime.flow_ended(flow_run_id)
+            driver.flow_ended(flow_run_id)
             flow_run_ctx.reset(token)
-        flow_runs.transition_flow_run(runtime.client, runtime.limits, flow_run_id,
+        flow_runs.transition_flow_run(driver.client, driver.limits, flow_run_id,
                                       RunState.COMPLETED,
                                       result_preview=serializers.json_preview(value))
         return value
 
 
-def _begin(runtime: Runtime, flow: Flow[..., Any], bound: inspect.BoundArguments,
+def _begin(driver: Driver, flow: Flow[..., Any], bound: inspect.BoundArguments,
            flow_run_id: str) -> None:
     """Record the flow run as RUNNING: a new one, or one that was recorded before it ran."""
     parent = flow_run_ctx.get()
     created = flow_runs.create_flow_run(
-        runtime.client, runtime.limits, flow_run_id, flow.name,
+        driver.client, driver.limits, flow_run_id, flow.name,
         parameters=serializers.json_preview(dict(bound.arguments)), tags=flow.tags,
-        parent=parent.flow_run_id if parent else "", reply_to=runtime.reply_key)
+        parent=parent.flow_run_id if parent else "", reply_to=driver.reply_key)
     if not created:
-        flow_runs.transition_flow_run(runtime.client, runtime.limits, flow_run_id,
+        flow_runs.transition_flow_run(driver.client, driver.limits, flow_run_id,
                                       RunState.RUNNING)
 
 
-def _announce_retry(runtime: Runtime, flow: Flow[..., Any], flow_run_id: str, attempt: int,
+def _announce_retry(driver: Driver, flow: Flow[..., Any], flow_run_id: str, attempt: int,
                     exc: BaseException, ctx: FlowRunContext) -> None:
     """Log the failed attempt, record it on the flow run and wait out the delay."""
     from flowkit import retries as retry_policy
@@ -108,7 +108,7 @@ def _announce_retry(runtime: Runtime, flow: Flow[..., Any], flow_run_id: str, at
                         f" retrying in {delay:g} s ({flow.retries - attempt + 1} left)")
     finally:
         flow_run_ctx.reset(token)
-    flow_runs.record_flow_attempt(runtime.client, flow_run_id, attempt + 1)
+    flow_runs.record_flow_attempt(driver.client, flow_run_id, attempt + 1)
     time.sleep(delay)
 
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Generic, Iterable, Iterator, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from flowkit.errors import CancelledRun, TaskFailed, TaskTimeout, UpstreamFailed
 from flowkit.states import RunState
 
 if TYPE_CHECKING:
-    from flowkit.runtime import Runtime
+    from flowkit.driver import Driver
 
 R = TypeVar("R")
 
@@ -34,8 +35,8 @@ class ResultRef:
 class TaskFuture(Generic[R]):
     """The eventual result of one task run executing on a worker."""
 
-    def __init__(self, runtime: Runtime, task_run_id: str, task_name: str, queue: str) -> None:
-        self._runtime = runtime
+    def __init__(self, driver: Driver, task_run_id: str, task_name: str, queue: str) -> None:
+        self._driver = driver
         self.task_run_id = task_run_id
         self.task_name = task_name
         self.queue = queue
@@ -54,7 +55,7 @@ class TaskFuture(Generic[R]):
     def __repr__(self) -> str:
         return f"TaskFuture({self.task_name!r}, id={self.task_run_id!r}, state={self.state.value})"
 
-    # -- completion, called by the runtime's listener thread --------------------------------
+    # -- completion, called by the driver's listener thread --------------------------------
     def _set_done(self, state: RunState, payload: bytes | None = None,
                   error: dict[str, Any] | None = None) -> None:
         with self._lock:
@@ -84,7 +85,7 @@ class TaskFuture(Generic[R]):
         """The run's state: final once done, else read from Redis."""
         if self._final_state is not None:
             return self._final_state
-        return self._runtime.read_task_state(self.task_run_id)
+        return self._driver.read_task_state(self.task_run_id)
 
     def cancel(self) -> bool:
         """Cancel the run: dropped if still queued, killed within seconds if running.
@@ -94,7 +95,7 @@ class TaskFuture(Generic[R]):
         """
         if self.done():
             return False
-        return self._runtime.cancel_task_run(self.task_run_id)
+        return self._driver.cancel_task_run(self.task_run_id)
 
     def cancelled(self) -> bool:
         """True when the run ended CANCELLED."""
@@ -102,7 +103,7 @@ class TaskFuture(Generic[R]):
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until the run ends or ``timeout`` seconds pass."""
-        self._runtime.wait_for(self, timeout)
+        self._driver.wait_for(self, timeout)
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The task's return value; re-raises the task's exception if it failed.
@@ -119,7 +120,7 @@ class TaskFuture(Generic[R]):
         self.observed = True
         if self._final_state is not None and self._final_state.is_success:
             if self._value is _MISSING:
-                self._value = self._runtime.load_result(self.task_run_id, self._payload)
+                self._value = self._driver.load_result(self.task_run_id, self._payload)
                 self._payload = None
             return self._value  # type: ignore[no-any-return]
         exc = self._build_exception()
@@ -145,8 +146,9 @@ class TaskFuture(Generic[R]):
             return CancelledRun(f"task {self.task_name!r} (run {self.task_run_id}) was cancelled")
         if exc_type == "flowkit.errors.UpstreamFailed":
             return UpstreamFailed(message)
-        rebuilt = self._runtime.load_exception(error.get("exception", b""))
-        if rebuilt is None or type(rebuilt).__module__ + "." + type(rebuilt).__qualname__ != exc_type:
+        rebuilt = self._driver.load_exception(error.get("exception", b""))
+        rebuilt_type = type(rebuilt)
+        if rebuilt is None or f"{rebuilt_type.__module__}.{rebuilt_type.__qualname__}" != exc_type:
             rebuilt = _known_exception(exc_type, message)
         if rebuilt is None:
             rebuilt = TaskFailed(f"task {self.task_name!r} failed with {exc_type}: {message}",
@@ -225,7 +227,7 @@ def as_completed(futures: Iterable[TaskFuture[Any]],
                                       f"unfinished after {timeout} s")
                 ready.wait(0.5 if remaining is None else min(remaining, 0.5))
                 if futures:
-                    futures[0]._runtime.check_workers({f.queue for f in futures})
+                    futures[0]._driver.check_workers({f.queue for f in futures})
             batch = finished[yielded:]
         for future in batch:
             yielded += 1

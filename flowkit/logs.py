@@ -44,13 +44,13 @@ def ship(level: str, message: str, created: float | None = None) -> None:
         return
     flow_ctx = flow_run_ctx.get()
     if flow_ctx is not None:
-        from flowkit.runtime import get_runtime
+        from flowkit.driver import get_driver
 
-        runtime = get_runtime()
+        driver = get_driver()
         record = {"ts": repr(created), "level": level, "message": message,
                   "task_run_id": "", "name": flow_ctx.flow_name}
-        append_log(runtime.client, flow_ctx.flow_run_id, record)
-        runtime.echo(record)
+        append_log(driver.client, flow_ctx.flow_run_id, record)
+        driver.echo(record)
 
 
 _handler = _RunLogHandler()

@@ -20,9 +20,10 @@ import secrets
 import struct
 import types
 from collections import ChainMap
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 

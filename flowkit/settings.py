@@ -26,7 +26,8 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC key that signs task envelopes. Unset: a key created in FLOWKIT_HOME. "
                     "Every driver and worker sharing a Redis must use the same key.")
-    default_queue: str = Field(default="default", description="Queue of tasks with no `queue` option.")
+    default_queue: str = Field(default="default",
+                               description="Queue of tasks with no `queue` option.")
     local_workers: int = Field(
         default=0, ge=0,
         description="Executor processes the embedded default starts; 0 means one per CPU core.")
@@ -43,8 +44,10 @@ class Settings(BaseSettings):
         description="Flow runs that ended longer ago than this are deleted with their task runs "
                     "and logs by the workers (swept at least once a minute, by one worker at a "
                     "time); 0 keeps them forever. `flowkit run prune` does it on demand.")
-    connect_timeout: float = Field(default=3.0, gt=0, description="Seconds to open a Redis connection.")
-    socket_timeout: float = Field(default=10.0, gt=0, description="Seconds any Redis reply may take.")
+    connect_timeout: float = Field(default=3.0, gt=0,
+                                   description="Seconds to open a Redis connection.")
+    socket_timeout: float = Field(default=10.0, gt=0,
+                                  description="Seconds any Redis reply may take.")
     heartbeat_seconds: float = Field(default=2.0, gt=0, description="Worker heartbeat period.")
     lease_seconds: float = Field(
         default=15.0, ge=1.0, le=300.0,

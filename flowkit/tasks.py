@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime as dt
 import inspect
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import (TYPE_CHECKING, Any, Callable, Generic, Iterable, ParamSpec, TypeVar,
-                    overload)
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -18,7 +18,7 @@ from flowkit.futures import ResultRef, TaskFuture
 
 if TYPE_CHECKING:
     from flowkit.caching import CacheKey, CachePolicy
-    from flowkit.runtime import Runtime
+    from flowkit.driver import Driver
     from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
 P = ParamSpec("P")
@@ -182,21 +182,21 @@ class Task(Generic[P, R]):
 
     def _submit_calls(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
                       ) -> list[TaskFuture[R]]:
-        from flowkit.runtime import get_runtime
+        from flowkit.driver import get_driver
 
-        runtime = get_runtime()
+        driver = get_driver()
         flow_ctx = flow_run_ctx.get()
-        flow_run_id = flow_ctx.flow_run_id if flow_ctx else runtime.adhoc_flow_run()
+        flow_run_id = flow_ctx.flow_run_id if flow_ctx else driver.adhoc_flow_run()
         log_prints = self.options.log_prints
         if log_prints is None:
             log_prints = bool(flow_ctx and flow_ctx.log_prints)
-        queue = self.options.queue or runtime.settings.default_queue
+        queue = self.options.queue or driver.settings.default_queue
         exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue}
         prepared = self._prepare(calls, exec_opts, flow_run_id,
                                  flow_ctx.parameters if flow_ctx else {})
         digest, blob = self._function_blob()
-        runtime.store_function(digest, blob)
-        futures = self._send(runtime, prepared, exec_opts, flow_run_id, queue, digest)
+        driver.store_function(digest, blob)
+        futures = self._send(driver, prepared, exec_opts, flow_run_id, queue, digest)
         if flow_ctx is not None:
             flow_ctx.futures.extend(futures)
         return futures
@@ -239,7 +239,7 @@ class Task(Generic[P, R]):
             return key
         return CacheKey.from_parts({"task": self.name, **key.parts})
 
-    def _send(self, runtime: Runtime, prepared: list[_PreparedCall], exec_opts: dict[str, Any],
+    def _send(self, driver: Driver, prepared: list[_PreparedCall], exec_opts: dict[str, Any],
               flow_run_id: str, queue: str, digest: str) -> list[TaskFuture[R]]:
         """Sign and queue chunk by chunk: workers start on the first chunk while later ones are
         still being signed, and a sender thread writes one chunk to Redis while this thread
@@ -250,7 +250,7 @@ class Task(Generic[P, R]):
         cache = CacheOptions(
             expiration_ms=int(expiration.total_seconds() * 1000) if expiration else None,
             refresh=bool(self.options.refresh_cache))
-        sender = _ChunkSender(runtime, cache)
+        sender = _ChunkSender(driver, cache)
         specs: list[TaskRunSpec] = []
         upstreams: list[list[TaskFuture[Any]]] = []
         size, chunk_runs = 0, FIRST_CHUNK_RUNS
@@ -259,10 +259,10 @@ class Task(Generic[P, R]):
                 call.args, call.kwargs, exec_opts)
             specs.append(TaskRunSpec(
                 id=call.id, flow_run_id=flow_run_id, task_name=self.name, queue=queue,
-                envelope=serializers.build_envelope(runtime.key, task_name=self.name,
+                envelope=serializers.build_envelope(driver.key, task_name=self.name,
                                                     task_run_id=call.id, fn_digest=digest,
                                                     body=body),
-                body=body, reply_to=runtime.reply_key, parameters=call.preview,
+                body=body, reply_to=driver.reply_key, parameters=call.preview,
                 tags=sorted(self.options.tags), retries=self.options.retries,
                 upstream=[f.task_run_id for f in call.upstream],
                 cache_key=call.cache_key.key if call.cache_key else "",
@@ -316,8 +316,8 @@ _SENT = _PreparedCall("", (), {}, [], "")
 class _ChunkSender:
     """Queues chunks of a submit in order: the first at once, later ones from a thread."""
 
-    def __init__(self, runtime: Runtime, cache: CacheOptions) -> None:
-        self.runtime = runtime
+    def __init__(self, driver: Driver, cache: CacheOptions) -> None:
+        self.driver = driver
         self.cache = cache
         self.pool: Any = None
         self.pending: list[Any] = []
@@ -328,9 +328,9 @@ class _ChunkSender:
 
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowkit-submit")
         if self.pool is None:
-            self.pending.append(self.runtime.submit(specs, upstreams, self.cache))
+            self.pending.append(self.driver.submit(specs, upstreams, self.cache))
         else:
-            self.pending.append(self.pool.submit(self.runtime.submit, specs, upstreams,
+            self.pending.append(self.pool.submit(self.driver.submit, specs, upstreams,
                                                  self.cache))
 
     def futures(self) -> list[TaskFuture[Any]]:

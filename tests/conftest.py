@@ -12,8 +12,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -70,13 +71,13 @@ def limits() -> Any:
 @pytest.fixture
 def client(redis_url: str) -> Iterator[redis.Redis]:
     """A client on a freshly flushed database (flushed again afterwards)."""
-    from flowkit.runtime import reset_runtime
+    from flowkit.driver import reset_driver
 
-    reset_runtime()
+    reset_driver()
     conn = redis.Redis.from_url(redis_url)
     conn.flushdb()
     yield conn
-    reset_runtime()
+    reset_driver()
     conn.flushdb()
     conn.close()
 

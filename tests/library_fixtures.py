@@ -3,8 +3,9 @@
 ``seed_*`` write runs straight into Redis the way the library would have left them; the
 ``observe`` function reads back everything a case may assert on, under flat names:
 ``task:<id>.<field>``, ``flow:<id>.<field>``, ``queue:<name>``, ``job:<id>.status`` (None when
-the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``retries_due`` (seconds from now), ``events``
-((kind, id, state) tuples), ``reply:<stream>`` ((kind, id, state) tuples), ``deadletter``,
+the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``retries_due`` (seconds from
+now), ``events`` ((kind, id, state) tuples), ``reply:<stream>`` ((kind, id, state) tuples),
+``deadletter``,
 ``cache:<key>`` (stored or not), ``processing:<executor>``.
 """
 

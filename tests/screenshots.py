@@ -46,8 +46,8 @@ def main(out: Path) -> None:
 
 def make_runs() -> dict[str, str]:
     from flowkit import flow, get_run_logger, task
+    from flowkit.driver import get_driver
     from flowkit.store import flow_runs, task_runs
-    from flowkit.runtime import get_runtime
 
     @task(retries=2, retry_delay_seconds=0.2)
     def fetch_page(url: str) -> int:
@@ -79,7 +79,7 @@ def make_runs() -> dict[str, str]:
         get_run_logger().info("starting the nightly report")
         return sum(f.result() for f in slow_step.map(range(4)))
 
-    client = get_runtime().client
+    client = get_driver().client
     crawl(12)
     try:
         crawl(8)

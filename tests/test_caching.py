@@ -17,18 +17,33 @@ import pickle
 import socket
 import subprocess
 import sys
-import textwrap
 import threading
 import uuid
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import pydantic
 import pytest
 
-from flowkit.caching import (DEFAULT, FLOW_PARAMETERS, INPUTS, MAX_DEPTH, NO_CACHE, RUN_ID,
-                             TASK_SOURCE, CacheContext, CacheKey, CacheKeyFnPolicy, CachePolicy,
-                             CompoundPolicy, Inputs, resolve_policy, stable_hash,
-                             task_input_hash, task_source_hash)
+from flowkit.caching import (
+    DEFAULT,
+    FLOW_PARAMETERS,
+    INPUTS,
+    MAX_DEPTH,
+    NO_CACHE,
+    RUN_ID,
+    TASK_SOURCE,
+    CacheContext,
+    CacheKey,
+    CacheKeyFnPolicy,
+    CachePolicy,
+    CompoundPolicy,
+    Inputs,
+    resolve_policy,
+    stable_hash,
+    task_input_hash,
+    task_source_hash,
+)
 from flowkit.errors import CacheKeyError, ConfigurationError
 
 SAMPLES_MODULE = '''

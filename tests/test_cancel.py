@@ -103,11 +103,11 @@ def test_a_run_left_by_its_driver_closes_when_its_last_task_run_is_cancelled(cli
                                                                             limits) -> None:
     """Regression: cancelling task runs one by one never closed a run that closes by itself
     (the cancel script had its own copy of "end a task run", without the close)."""
-    from flowkit.runtime import reset_runtime
+    from flowkit.driver import reset_driver
 
     futures = identity.map(["a", "b"])  # no worker: both stay queued
     run_id = task_runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
-    reset_runtime()  # the driver leaves with work queued: the run closes by itself later
+    reset_driver()  # the driver leaves with work queued: the run closes by itself later
     assert flow_runs.get_flow_run(client, run_id)["state"] == "running"
     for future in futures:
         task_runs.cancel(client, limits, task_run_ids=[future.task_run_id], message="no")
@@ -117,11 +117,11 @@ def test_a_run_left_by_its_driver_closes_when_its_last_task_run_is_cancelled(cli
 
 
 def test_a_run_left_by_its_driver_completes_when_workers_finish_it(workers, client) -> None:
-    from flowkit.runtime import reset_runtime
+    from flowkit.driver import reset_driver
 
     futures = identity.map(["a", "b"])
     run_id = task_runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
-    reset_runtime()
+    reset_driver()
     workers.start("default", concurrency=1, burst=True)
     wait_until(lambda: flow_runs.get_flow_run(client, run_id)["state"] == "completed",
                timeout=20, message="the ad-hoc run to close itself")

@@ -109,6 +109,7 @@ def test_run_logs_follow_streams_until_the_run_ends(worker, client) -> None:
 
     from flowkit import get_run_logger
     from flowkit.store.flow_runs import list_flow_runs
+
     from tasks_for_tests import sleep_then
 
     @flow

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from flowkit import flow, get_run_logger
 from flowkit.store import flow_runs, task_runs
 
@@ -99,7 +100,8 @@ def test_cancel_a_run_with_the_button(worker, client, page) -> None:
     try:
         wait_until(lambda: flow_runs.list_flow_runs(client, state="running"), message="the run")
         run_id = flow_runs.list_flow_runs(client)[0]["id"]
-        wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_running"] == "2", message="tasks")
+        wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_running"] == "2",
+                   message="tasks")
         page.goto(f"{page.base}/runs/{run_id}")
         page.once("dialog", lambda dialog: dialog.accept())
         page.locator("button#cancel").click()

@@ -89,8 +89,8 @@ def test_server_start_prints_url_for_other_machines(home: Path, tmp_path: Path) 
     try:
         lines = [server.stdout.readline() for _ in range(6)]  # type: ignore[union-attr]
         assert f"dashboard on http://127.0.0.1:{dashboard_port}/runs" in lines[-1]
-        url = next(l.split("'")[1] for l in lines if "FLOWKIT_REDIS_URL" in l)
-        key = next(l.split("'")[1] for l in lines if "FLOWKIT_SECRET_KEY" in l)
+        url = next(line.split("'")[1] for line in lines if "FLOWKIT_REDIS_URL" in line)
+        key = next(line.split("'")[1] for line in lines if "FLOWKIT_SECRET_KEY" in line)
         assert f"127.0.0.1:{port}" in url and len(key) >= 32
         # "Another machine": only the URL and the key, a different home.
         remote = _clean_env(tmp_path / "other-home", FLOWKIT_REDIS_URL=url,

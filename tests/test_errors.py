@@ -14,8 +14,14 @@ import pytest
 
 import flowkit
 from flowkit import serializers, task
-from flowkit.errors import (ConfigurationError, EnvelopeError, FlowkitError, SerializationError,
-                            StoreConnectionError, TaskFailed)
+from flowkit.errors import (
+    ConfigurationError,
+    EnvelopeError,
+    FlowkitError,
+    SerializationError,
+    StoreConnectionError,
+    TaskFailed,
+)
 from flowkit.store.connection import connect
 
 from conftest import TEST_SECRET, wait_until

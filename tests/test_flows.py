@@ -9,7 +9,8 @@ import pytest
 
 from flowkit import flow, get_run_logger
 from flowkit.errors import ConfigurationError, FlowTimeout
-from flowkit.store import flow_runs, logs as store_logs, task_runs
+from flowkit.store import flow_runs, task_runs
+from flowkit.store import logs as store_logs
 
 from tasks_for_tests import CustomError, add, chatty, fail, square
 

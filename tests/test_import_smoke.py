@@ -12,7 +12,7 @@ import flowkit
 print(json.dumps({
     "threads": threading.active_count(),
     "modules": sorted(m for m in ("redis", "starlette", "uvicorn", "rq", "rich", "flowkit.workers",
-                                  "flowkit.dashboard", "flowkit.runtime") if m in sys.modules),
+                                  "flowkit.dashboard", "flowkit.driver") if m in sys.modules),
     "public": sorted(flowkit.__all__),
 }))
 """

@@ -11,8 +11,9 @@ cache entry.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -164,7 +165,8 @@ CASES = [
           "cache_waiters:k1": [], f"queue:{QUEUE}": ["t2"], "cache:k1": False},
          cache_keys=("k1",)),
     # -- give back, renew -------------------------------------------------------------------
-    Case("release", "release gives an unstarted claim back to the front of its queue, as if never claimed",
+    Case("release",
+         "release gives an unstarted claim back to the front of its queue, as if never claimed",
          running("t1"), lambda c, lim: attempts.release(c, lim, "w1", "w1.0", ["t1"]),
          {"task:t1.state": "pending", "task:t1.attempt": "0", "history:t1": [],
           f"queue:{QUEUE}": ["t1"], "leases": [], "flow:f1.n_running": "0",
@@ -221,13 +223,15 @@ CASES = [
          {f"queue:{QUEUE}": ["t1"], "retries_due": {"t2": 3600},
           "job:t1.status": "queued"}, returns=1),
     # -- cancel, retry, release, fail -------------------------------------------------------
-    Case("cancel", "regression: cancelling the last task run of a run that closes by itself closes it",
+    Case("cancel",
+         "regression: cancelling the last task run of a run that closes by itself closes it",
          flow_with(("t1", "completed"), ("t2", "pending"), auto_close="1"),
          lambda c, lim: task_runs.cancel(c, lim, task_run_ids=["t2"], message="no"),
          {"task:t2.state": "cancelled", "flow:f1.state": "cancelled", "index:f1": ["cancelled"],
           f"queue:{QUEUE}": [], "job:t2.status": None, "flow:f1.n_pending": "0",
           R: [("done", "t2", "cancelled")]}, returns=(1, 0)),
-    Case("cancel", "cancelling a flow run ends it first, then its queued runs, and flags running ones",
+    Case("cancel",
+         "cancelling a flow run ends it first, then its queued runs, and flags running ones",
          flow_with(("t1", "running"), ("t2", "pending")),
          lambda c, lim: task_runs.cancel(c, lim, flow_run_id="f1", message="stop"),
          {"flow:f1.state": "cancelled", "task:t2.state": "cancelled", "task:t1.state": "running",
@@ -251,7 +255,8 @@ CASES = [
          {"task:t1.state": "failed", "task:t1.error_message": "upstream failed",
           "job:t1.status": None, "flow:f1.n_failed": "1", R: [("done", "t1", "failed")]},
          returns=1),
-    Case("fail_unstarted", "the state table refuses what states.py does not allow (pending -> completed)",
+    Case("fail_unstarted",
+         "the state table refuses what states.py does not allow (pending -> completed)",
          lambda c: (seed_flow_run(c, "f1"), seed_task_run(c, "t1")),
          lambda c, lim: task_runs.fail_unstarted(c, lim, [("t1", "?")], RunState.COMPLETED, "x"),
          {"task:t1.state": "pending", "flow:f1.n_pending": "1", "events": [], R: []},
@@ -263,14 +268,16 @@ CASES = [
          {"flow:f1.state": "running", "flow:f1.name": "etl", "flow:f1.n_pending": "0",
           "index:f1": ["running"], "events": [("flow", "f1", "running")]},
          returns=[True, False]),
-    Case("flow_run_move", "flow_run_move moves state and index, and refuses to leave a terminal state",
+    Case("flow_run_move",
+         "flow_run_move moves state and index, and refuses to leave a terminal state",
          lambda c: seed_flow_run(c, "f1"),
          lambda c, lim: [flow_runs.transition_flow_run(c, lim, "f1", RunState.COMPLETED,
                                                        result_preview="42"),
                          flow_runs.transition_flow_run(c, lim, "f1", RunState.FAILED)],
          {"flow:f1.state": "completed", "flow:f1.result": "42", "index:f1": ["completed"],
           "events": [("flow", "f1", "completed")]}, returns=[RunState.RUNNING, None]),
-    Case("flow_run_close", "flow_run_close with work still to come leaves the run to close by itself",
+    Case("flow_run_close",
+         "flow_run_close with work still to come leaves the run to close by itself",
          flow_with(("t1", "pending")),
          lambda c, lim: flow_runs.close_flow_run(c, lim, "f1"),
          {"flow:f1.state": "running", "flow:f1.auto_close": "1"}, returns=RunState.RUNNING),

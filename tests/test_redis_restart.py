@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from flowkit.driver import reset_driver
 from flowkit.embedded import _started, free_port, start_server
-from flowkit.runtime import reset_runtime
 from flowkit.settings import get_settings
 
 from conftest import wait_until
@@ -26,7 +26,7 @@ def test_worker_and_driver_survive_a_server_restart(workers, client, tmp_path,
     info = start_server(home, port=port, detach=False)
     monkeypatch.setenv("FLOWKIT_REDIS_URL", info.url())
     get_settings.cache_clear()
-    reset_runtime()
+    reset_driver()
     try:
         proc = workers.start("default", concurrency=1, redis_url=info.url())
         assert add.submit(1, 2).result(timeout=15) == 3
@@ -55,7 +55,7 @@ def test_worker_and_driver_survive_a_server_restart(workers, client, tmp_path,
         assert proc.poll() is None, workers.output(proc)
         assert "No matching script" not in workers.output(proc)
     finally:
-        reset_runtime()
+        reset_driver()
         for p in _started:
             if p.pid == info.pid:
                 p.terminate()

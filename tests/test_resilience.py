@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,8 +17,7 @@ from flowkit.states import RunState
 from flowkit.store import task_runs
 
 from conftest import wait_until
-from tasks_for_tests import (exit_hard, identity, record_run, sleep_ignoring_signals,
-                             sleep_then)
+from tasks_for_tests import exit_hard, identity, record_run, sleep_ignoring_signals, sleep_then
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +63,9 @@ def test_whole_worker_death_counts_a_crash_only_against_the_running_task(workers
     assert [f.result(timeout=10) for f in identity.map(range(200))] == list(range(200))
     futures = sleep_then.map([3.0] + [0.0] * 9, value=unmapped("ok"))
     sleeper, rest = futures[0], futures[1:]
-    claimed = lambda: [f for f in rest if _state(client, f.task_run_id) == "running"]
+    def claimed() -> list:
+        return [f for f in rest if _state(client, f.task_run_id) == "running"]
+
     wait_until(lambda: _state(client, sleeper.task_run_id) == "running" and claimed(),
                message="a batch claimed behind the sleeper")
     batched = claimed()
@@ -71,7 +73,10 @@ def test_whole_worker_death_counts_a_crash_only_against_the_running_task(workers
     os.killpg(doomed.pid, signal.SIGKILL)
     workers.start("default", concurrency=1, env=FAST_LEASES, name="survivor")
     assert [f.result(timeout=30) for f in futures] == ["ok"] * 10
-    states = lambda f: [h["state"] for h in task_runs.get_history(client, f.task_run_id)]
+
+    def states(f: Any) -> list[str]:
+        return [h["state"] for h in task_runs.get_history(client, f.task_run_id)]
+
     assert states(sleeper) == ["running", "crashed", "running", "completed"]
     assert client.hget(f"flowkit:taskrun:{sleeper.task_run_id}", "crashes") == b"1"
     for f in batched:

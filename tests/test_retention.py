@@ -45,7 +45,8 @@ def test_prune_deletes_old_finished_runs_and_keeps_newer_and_running_ones(worker
     time.sleep(0.05)
     assert squares(n=2) == [0, 1]
     new = _newest_run(client)
-    flow_runs.create_flow_run(client, limits, "stillrunning0001", "long-running")  # no end: never pruned
+    # No end: never pruned, whatever its age.
+    flow_runs.create_flow_run(client, limits, "stillrunning0001", "long-running")
     client.zadd(keys.FLOW_RUNS, {"stillrunning0001": cutoff - 10})
     before = flow_runs.count_flow_runs_by_state(client)
 

@@ -10,7 +10,8 @@ import pytest
 import flowkit
 from flowkit import exponential_backoff, flow, task
 from flowkit.retries import delay_before_retry
-from flowkit.store import flow_runs, logs as store_logs, task_runs
+from flowkit.store import flow_runs, task_runs
+from flowkit.store import logs as store_logs
 
 from tasks_for_tests import identity
 

@@ -7,10 +7,12 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from flowkit import retries as retry_policy, serializers
+from flowkit import retries as retry_policy
+from flowkit import serializers
 from flowkit.context import TaskRunContext, task_run_ctx
 from flowkit.errors import EnvelopeError, Retry, SerializationError, TaskTimeout
 from flowkit.futures import ResultRef

@@ -81,4 +81,6 @@ class Slot:
 def slot_dir() -> Path:
     """Where slot files live: shared memory when the system has it."""
     shm = Path("/dev/shm")
-    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(os.environ.get("TMPDIR", "/tmp"))
+    if shm.is_dir() and os.access(shm, os.W_OK):
+        return shm
+    return Path(os.environ.get("TMPDIR", "/tmp"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from flowkit.cli.options import redis_url_option, resolve_url
@@ -30,17 +32,26 @@ def build_app(redis_url: str):  # type: ignore[no-untyped-def]
         from flowkit.dashboard.app import create_app
     except ImportError as exc:
         raise ConfigurationError(
-            f"the dashboard needs its optional dependencies ({exc.name} is missing): "
-            "pip install 'flowkit[dashboard]'") from None
+            f"the dashboard needs {exc.name}, which this environment lacks (installed with "
+            f"--no-deps?): pip install {exc.name or 'starlette uvicorn jinja2'}") from None
     from flowkit.settings import get_settings
 
     return create_app(redis_url, get_settings())
 
 
+def uvicorn_module() -> Any:
+    """uvicorn, or a clear error naming the install command when it is missing."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise ConfigurationError("serving the dashboard needs uvicorn, which this environment "
+                                 "lacks (installed with --no-deps?): pip install uvicorn") from None
+    return uvicorn
+
+
 def serve(redis_url: str, host: str, port: int) -> None:
     """Run uvicorn with the dashboard until interrupted."""
-    import uvicorn
-
+    uvicorn = uvicorn_module()  # before connecting: a missing piece is reported first
     app = build_app(redis_url)
     click.echo(f"flowkit dashboard on http://{host}:{port}/runs")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -71,14 +71,14 @@ def _serve_dashboard(redis_url: str, port: int) -> None:
     """Serve the dashboard from a thread of this process (loopback only)."""
     import threading
 
-    from flowkit.cli.dashboard import build_app
+    from flowkit.cli.dashboard import build_app, uvicorn_module
 
     try:
         app = build_app(redis_url)
+        uvicorn = uvicorn_module()
     except Exception as exc:  # the server is useful without it: say why and go on
         click.echo(f"dashboard not started: {exc}", err=True)
         return
-    import uvicorn
 
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     threading.Thread(target=uvicorn.Server(config).run, name="flowkit-dashboard",

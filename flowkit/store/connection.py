@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from flowkit.errors import ConfigurationError, StoreConnectionError, StoreError
 
@@ -80,6 +81,7 @@ def call(client: redis.Redis, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         return fn(*args, **kwargs)
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         url = getattr(client, "flowkit_url", "redis://?")
-        raise StoreConnectionError(f"cannot reach Redis at {redact(url)} ({exc}): {_hint(url)}") from None
+        raise StoreConnectionError(
+            f"cannot reach Redis at {redact(url)} ({exc}): {_hint(url)}") from None
     except redis.ResponseError as exc:
         raise StoreError(f"Redis at {url_of(client)} answered with an error: {exc}") from exc

@@ -19,12 +19,21 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from flowkit.states import (ACTIVE_STATES, ALL_STATES, ALLOWED, FAILURE_STATES, REOPENED,
-                            RETRYABLE_STATES, TERMINAL_STATES, RunState)
+from flowkit.states import (
+    ACTIVE_STATES,
+    ALL_STATES,
+    ALLOWED,
+    FAILURE_STATES,
+    REOPENED,
+    RETRYABLE_STATES,
+    TERMINAL_STATES,
+    RunState,
+)
 from flowkit.store import keys, limits
 from flowkit.store.connection import call as guarded
 

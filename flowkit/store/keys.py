@@ -10,7 +10,7 @@ The Lua library gets the same builders, generated from :data:`LUA_BUILDERS` and
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 #: Prefix of every flowkit-owned key.
 PREFIX = "flowkit:"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import pickle
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 from flowkit.states import RunState
 from flowkit.store import functions, keys

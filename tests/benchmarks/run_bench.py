@@ -7,14 +7,15 @@ flowkit: one ``flowkit worker start -c 2`` (2 executor processes), driven by ``T
 and no log line per job), driven by ``Queue.enqueue_many`` plus polling of the finished/failed
 registries every 10 ms (RQ has no batch wait), and ``Job.latest_result(timeout)`` (blocking XREAD).
 
-Workloads, every result checked: W1 2000 no-op tasks, submit to all done (3 runs: median, best);
-W2 200 sequential submit+result round trips (p50, p99); W3 200 tasks sleeping 10 ms (wall s, median of 3,
-ideal 1.0); W4 200 tasks with a 1 MiB bytes argument (median of 3); import time in a fresh interpreter
-(perf_counter around the import, best of 5). Redis cost per W1 task: INFO stats/commandstats
-deltas from just before submitting to just after the last completion: total_commands_processed
-(Valkey also counts commands run inside Lua scripts - checked on this server), total_reads_processed
-(read events = client round trips), EVAL/EVALSHA calls. Background traffic (heartbeats, idle
-blocking pops) is included; the benchmark's own RQ completion polls are subtracted.
+Workloads, every result checked: W1 2000 no-op tasks, submit to all done (3 runs: median,
+best); W2 200 sequential submit+result round trips (p50, p99); W3 200 tasks sleeping 10 ms (wall
+s, median of 3, ideal 1.0); W4 200 tasks with a 1 MiB bytes argument (median of 3); import time
+in a fresh interpreter (perf_counter around the import, best of 5). Redis cost per W1 task:
+INFO stats/commandstats deltas from just before submitting to just after the last completion:
+total_commands_processed (Valkey also counts commands run inside Lua - checked on this server),
+total_reads_processed (read events = client round trips), FCALL (library) calls. Background
+traffic (heartbeats, idle blocking pops) is included; the benchmark's own RQ completion polls are
+subtracted.
 
 Add a workload: ``def wN(system: System) -> dict[str, Any]`` (metric values by key; raise
 NotImplementedError where a system lacks the feature), append it to WORKLOADS, its rows to METRICS.
@@ -33,9 +34,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import redis
 from rich.console import Console
@@ -130,9 +132,9 @@ class FlowkitSystem(_Base):
         self.run_map("noop", list(range(50)), 30)()  # warm-up: runtime, listener, workers
 
     def stop(self) -> None:
-        from flowkit.runtime import reset_runtime
+        from flowkit.driver import reset_driver
 
-        reset_runtime()
+        reset_driver()
         super().stop()
 
     def run_map(self, kind: str, args: list[Any], timeout: float) -> Callable[[], list[Any]]:
@@ -211,7 +213,7 @@ def w1_throughput(system: System) -> dict[str, Any]:
     for _ in range(W1_RUNS):
         before, polls0 = counters(system.client), system.polls
 
-        def add_cost() -> None:
+        def add_cost(before: dict[str, int] = before) -> None:
             for k, v in counters(system.client).items():
                 cost[k] = cost.get(k, 0) + v - before.get(k, 0)
 
@@ -335,8 +337,8 @@ def w8_dashboard(system: System) -> dict[str, Any]:
         raise NotImplementedError
     from starlette.testclient import TestClient
 
-    from flowkit.dashboard.app import create_app
     from flowkit._ids import new_id
+    from flowkit.dashboard.app import create_app
     from flowkit.settings import Settings
     from flowkit.store import flow_runs, task_runs
     from flowkit.store.limits import Limits
@@ -433,8 +435,9 @@ def run_system(system: System, console: Console,
 
 
 def machine_info(client: redis.Redis, binary: str) -> dict[str, Any]:
-    import flowkit
     import rq
+
+    import flowkit
     server = client.info("server")
     return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
             "python": platform.python_version(), "platform": platform.platform(),

@@ -1,4 +1,4 @@
-"""The driver's side of flowkit: one Runtime per process, connected lazily.
+"""The driver's side of flowkit: one Driver per process, connected lazily.
 
 It writes task runs and queues them, resolves futures from its reply stream (the
 ReplyListener), releases or fails held task runs as their upstreams end (the pure
@@ -38,7 +38,7 @@ WORKER_CHECK_SECONDS = 2.0
 UPSTREAM_FAILED = "flowkit.errors.UpstreamFailed"
 
 
-class Runtime:
+class Driver:
     """Connection, listener and bookkeeping of one driver process."""
 
     def __init__(self, settings: Settings) -> None:
@@ -276,24 +276,24 @@ class Runtime:
         self._local_workers.stop()
 
 
-_runtime: Runtime | None = None
-_runtime_lock = threading.Lock()
+_driver: Driver | None = None
+_driver_lock = threading.Lock()
 
 
-def get_runtime() -> Runtime:
-    """This process's Runtime, created on first use (and again after a fork)."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is None or _runtime.pid != os.getpid():
-            _runtime = Runtime(get_settings())
-        return _runtime
+def get_driver() -> Driver:
+    """This process's Driver, created on first use (and again after a fork)."""
+    global _driver
+    with _driver_lock:
+        if _driver is None or _driver.pid != os.getpid():
+            _driver = Driver(get_settings())
+        return _driver
 
 
-def reset_runtime() -> None:
-    """Close and forget the Runtime (tests, or after changing settings)."""
-    global _runtime
-    with _runtime_lock:
-        if _runtime is not None:
-            _runtime.close()
-        _runtime = None
+def reset_driver() -> None:
+    """Close and forget the Driver (tests, or after changing settings)."""
+    global _driver
+    with _driver_lock:
+        if _driver is not None:
+            _driver.close()
+        _driver = None
     get_settings.cache_clear()
