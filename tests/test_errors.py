@@ -173,3 +173,30 @@ def test_no_worker_on_shared_redis_driver_waits_and_says_so(workers, client) -> 
 def test_task_error_is_flowkit_task_failed_when_type_is_unknown() -> None:
     exc = TaskFailed("boom", exc_type="x.Y", remote_traceback="tb", attempts=2)
     assert isinstance(exc, FlowkitError) and exc.attempts == 2
+
+
+def test_results_are_sealed_with_a_version_and_the_key_id() -> None:
+    from flowkit.serializers import SEAL_MAGIC, SigningKey, seal, unseal
+
+    ours, theirs = SigningKey(b"k" * 32), SigningKey(b"o" * 32)
+    sealed = seal(ours, b"payload")
+    assert sealed.startswith(SEAL_MAGIC + ours.key_id.encode())
+    assert unseal(ours, sealed) == b"payload"
+    with pytest.raises(EnvelopeError, match=f"sealed with key {ours.key_id} and this process "
+                                            f"has key {theirs.key_id}"):
+        unseal(theirs, sealed)
+    tampered = sealed[:-1] + b"X"
+    with pytest.raises(EnvelopeError, match="changed after it was sealed"):
+        unseal(ours, tampered)
+    forged_id = sealed.replace(ours.key_id.encode(), theirs.key_id.encode(), 1)
+    with pytest.raises(EnvelopeError):  # the key id is covered by the HMAC too
+        unseal(theirs, forged_id)
+
+
+def test_results_sealed_by_the_previous_format_still_open() -> None:
+    from flowkit.serializers import SigningKey, unseal
+
+    key = SigningKey(b"k" * 32)
+    assert unseal(key, key.sign(b"old result") + b"old result") == b"old result"
+    with pytest.raises(EnvelopeError, match="different FLOWKIT_SECRET_KEY"):
+        unseal(SigningKey(b"o" * 32), key.sign(b"old result") + b"old result")

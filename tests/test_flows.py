@@ -154,3 +154,27 @@ def test_logs_and_prints_are_stored_and_echoed(worker, client, capfd) -> None:
     assert messages[2:] == ["line 1 of 3", "line 2 of 3", "line 3 of 3", "printed 3"]
     err = capfd.readouterr().err
     assert "flow says hi" in err and "line 2 of 3" in err and "printed 3" in err
+
+
+def test_run_flow_runs_a_recorded_flow_run_as_its_driver(worker, client, limits) -> None:
+    """What a worker running a deployment's flow run does: the run exists (SCHEDULED) before
+    its driver starts; run_flow validates the parameters and runs it under that id."""
+    from flowkit.flow_engine import run_flow
+    from flowkit.states import RunState
+
+    flow_runs.create_flow_run(client, limits, "deployedrun00001", "adder",
+                              state=RunState.SCHEDULED)
+    assert run_flow(adder, {"a": "2", "b": 5}, "deployedrun00001") == 7
+    row = flow_runs.get_flow_run(client, "deployedrun00001")
+    assert row["state"] == "completed" and row["n_total"] == "1"
+    assert client.zscore("flowkit:flowruns:state:scheduled", "deployedrun00001") is None
+    [task_run] = task_runs.get_task_runs(client, "deployedrun00001")
+    assert task_run["state"] == "completed"
+
+
+def test_run_flow_refuses_bad_parameters_before_recording_anything(client) -> None:
+    from flowkit.flow_engine import run_flow
+
+    with pytest.raises(pydantic.ValidationError):
+        run_flow(adder, {"a": "not a number"})
+    assert flow_runs.list_flow_runs(client) == []

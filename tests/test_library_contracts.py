@@ -307,3 +307,19 @@ def test_every_library_function_but_prune_has_a_contract_case() -> None:
 
     registered = set(re.findall(r"register\('([a-z_]+)'", functions.library().source))
     assert registered - {c.fn for c in CASES} == {"prune"}
+
+
+def test_no_library_file_spells_a_key_or_a_state_table() -> None:
+    """Keys come from keys.py (K) and the state table from states.py (S), generated into the
+    library's prelude: a Lua file that spelled either would drift from them unseen."""
+    import re
+    from importlib import resources
+
+    folder = resources.files("flowkit.store.library")
+    for name in functions.FILES:
+        text = folder.joinpath(f"{name}.lua").read_text()
+        assert not re.search(r"""['"](flowkit|rq):[a-z]""", text), name
+        assert "terminal = {" not in text.lower(), name
+    prelude = functions.prelude()
+    assert "K.task_run = function(id) return \"flowkit:taskrun:\" .. id end" in prelude
+    assert '["running"] = {' in prelude  # ALLOWED, generated from states.ALLOWED
