@@ -121,6 +121,13 @@ CASES = [
          lambda c, lim: len(attempts.claim(c, lim, "w1", "w1.0", [QUEUE], lease_seconds=30)),
          {"task:t1.state": "cancelled", "processing:w1.0": [], "leases": [], "events": []},
          returns=0),
+    Case("claim",
+         "claim leaves a body larger than the inline limit out of its reply, for a plain HGET",
+         lambda c: (flow_with(("t1", "pending"))(c),
+                    c.hset("rq:job:t1", "flowkit_body", b"x" * (attempts.INLINE_BODY_BYTES + 1))),
+         lambda c, lim: [(x.envelope, x.body) for x in attempts.parse_claims(
+             attempts.claim(c, lim, "w1", "w1.0", [QUEUE], lease_seconds=30), 0.0)],
+         {"task:t1.state": "running"}, returns=[(b"head", None)]),
     # -- finish -----------------------------------------------------------------------------
     Case("finish", "finish records a result and ends the run",
          running("t1"), finish(("t1", 1, Outcome("completed", result=b"sealed"))),

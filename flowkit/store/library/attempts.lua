@@ -41,14 +41,16 @@ register('claim', function(_, args)
     local attempt = start_attempt(ctx, t, worker, executor, lease)
     if not attempt then return end
     local job = K.rq_job(id)
+    local head, body
     -- A large body is left for the executor to fetch with HGET: through Lua it would be
     -- copied twice more inside the server.
-    local body = false
-    if redis.call('HSTRLEN', job, 'flowkit_body') <= tonumber(a[5]) then
-      body = redis.call('HGET', job, 'flowkit_body') or ''
+    if redis.call('HSTRLEN', job, 'flowkit_body') > tonumber(a[5]) then
+      head, body = redis.call('HGET', job, 'flowkit_envelope'), false
+    else
+      local envelope = redis.call('HMGET', job, 'flowkit_envelope', 'flowkit_body')
+      head, body = envelope[1], envelope[2] or ''
     end
-    table.insert(claims, {id, redis.call('HGET', job, 'flowkit_envelope') or '', body, attempt,
-                          t.flow_run_id, t.reply_to or ''})
+    table.insert(claims, {id, head or '', body, attempt, t.flow_run_id, t.reply_to or ''})
   end
 
   if a[6] ~= '' then
