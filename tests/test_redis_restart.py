@@ -32,7 +32,7 @@ def test_worker_and_driver_survive_a_server_restart(workers, client, tmp_path,
         assert add.submit(1, 2).result(timeout=15) == 3
 
         # Restart while a task runs: its outcome is recorded after the restart, when the
-        # server has lost its Lua scripts (NOSCRIPT) and every connection.
+        # server has lost every connection (the library comes back with the AOF).
         running = sleep_then.submit(1.5, "survived")
         wait_until(lambda: client_for(info).hget(f"flowkit:taskrun:{running.task_run_id}",
                                                  "state") == b"running", message="running")
@@ -53,7 +53,7 @@ def test_worker_and_driver_survive_a_server_restart(workers, client, tmp_path,
         futures = identity.map(range(20))
         assert [f.result(timeout=30) for f in futures] == list(range(20))
         assert proc.poll() is None, workers.output(proc)
-        assert "No matching script" not in workers.output(proc)
+        assert "Function not found" not in workers.output(proc)
     finally:
         reset_driver()
         for p in _started:
@@ -61,3 +61,14 @@ def test_worker_and_driver_survive_a_server_restart(workers, client, tmp_path,
                 p.terminate()
                 p.wait(timeout=10)
         get_settings.cache_clear()
+
+
+def test_a_server_that_lost_the_library_gets_it_again(worker, client) -> None:
+    """A Redis restarted empty (no persistence) has no functions: the first call that finds
+    none loads the library and runs again, in the driver and in the worker alike."""
+    assert add.submit(1, 2).result(timeout=15) == 3
+    client.function_flush()
+    assert client.function_list() == []
+    assert [f.result(timeout=15) for f in identity.map(range(5))] == list(range(5))
+    names = [dict(zip(lib[::2], lib[1::2]))[b"library_name"] for lib in client.function_list()]
+    assert [n for n in names if n.startswith(b"flowkit_")], names
