@@ -91,23 +91,8 @@ COLOURS: dict[RunState, tuple[str, str, str]] = {
 }
 
 
-def can_transition(current: RunState | None, new: RunState, *, retry: bool = False) -> bool:
-    """Tell whether a run in ``current`` (None: not created yet) may move to ``new``.
-
-    Args:
-        retry: the move is a user's retry, which may reopen a terminal run (see REOPENED).
-    """
-    if retry:
-        return current in TERMINAL_STATES and new in REOPENED
+def can_transition(current: RunState | None, new: RunState) -> bool:
+    """Tell whether a run in ``current`` (None: not created yet) may move to ``new`` (a
+    user's retry may also reopen a terminal run: see REOPENED)."""
     return new in ALLOWED.get(current, frozenset())
 
-
-def final_flow_state(counts: dict[str, int]) -> RunState:
-    """The state a flow run that closes by itself ends in, from its task counts: FAILED if a
-    task run failed, else CANCELLED if one was cancelled, else COMPLETED (the Lua library's
-    close_if_done applies the same rule)."""
-    if any(counts.get(s.value, 0) for s in FAILURE_STATES):
-        return RunState.FAILED
-    if counts.get(RunState.CANCELLED.value, 0):
-        return RunState.CANCELLED
-    return RunState.COMPLETED

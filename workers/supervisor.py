@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit._ids import new_id
 from flowkit._version import __version__
-from flowkit.store import attempts, keys, workers
-from flowkit.store.connection import call, connect, redact
+from flowkit.store import attempts, workers
+from flowkit.store.connection import connect, redact
 from flowkit.store.limits import Limits
 from flowkit.workers import duties
 from flowkit.workers.slots import Running, Slot, slot_dir
@@ -206,8 +206,7 @@ class WorkerSupervisor:
                 self.client, self.limits, "crashed",
                 f"the executor process running this task exited with {_describe_exit(code)} "
                 f"on worker {self.worker_id}", [running.task_run_id])
-        held = [i.decode() for i in call(self.client, self.client.lrange,
-                                          keys.processing(ex.executor_id), 0, -1)]
+        held = attempts.processing(self.client, [ex.executor_id])
         rest = [i for i in held if running is None or i != running.task_run_id]
         if rest:
             attempts.release(self.client, self.limits, self.worker_id, ex.executor_id, rest)

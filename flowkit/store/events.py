@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from flowkit.store.limits import EVENT_VERSION
 
+#: Event name prefixes (the state follows); the Lua library gets them as C.*_RUN_EVENT.
 TASK_RUN_EVENT = "flowkit.task-run."
 FLOW_RUN_EVENT = "flowkit.flow-run."
 

@@ -34,7 +34,7 @@ from flowkit.states import (
     TERMINAL_STATES,
     RunState,
 )
-from flowkit.store import keys, limits
+from flowkit.store import events, keys, limits
 from flowkit.store.connection import call as guarded
 
 if TYPE_CHECKING:
@@ -94,7 +94,9 @@ def prelude() -> str:
         "ACTIVE_LIST": _list(ACTIVE_STATES), "FAILURE_LIST": _list(FAILURE_STATES),
         "CLOSE_FIELDS": ["n_cancelled"] + [f"n_{s}" for s in _list(ACTIVE_STATES)
                                            + _list(FAILURE_STATES)]}))
-    lines.append("local C = " + _lua({**limits.LUA_CONSTANTS, "ERROR_TYPES": ERROR_TYPES}))
+    lines.append("local C = " + _lua({**limits.LUA_CONSTANTS, "ERROR_TYPES": ERROR_TYPES,
+                                      "TASK_RUN_EVENT": events.TASK_RUN_EVENT,
+                                      "FLOW_RUN_EVENT": events.FLOW_RUN_EVENT}))
     return "\n".join(lines) + "\n"
 
 

@@ -30,15 +30,16 @@ local function append_history(id, entry)
   redis.call('RPUSH', K.task_run_history(id), cjson.encode(entry))
 end
 
--- A state event, schema version C.EVENT_VERSION: event = flowkit.<kind>.<state>, id = the
--- run, flow_run_id = the task run's flow run (task events only).
-local function emit(kind, state, id, flow_run_id)
+-- A state event, schema version C.EVENT_VERSION (flowkit/store/events.py): event = the
+-- kind's prefix (C.TASK_RUN_EVENT, C.FLOW_RUN_EVENT) and the state, id = the run,
+-- flow_run_id = the task run's flow run (task events only).
+local function emit(prefix, state, id, flow_run_id)
   if flow_run_id then
     redis.call('XADD', K.EVENTS, 'MAXLEN', '~', C.EVENTS_MAXLEN, '*', 'v', C.EVENT_VERSION,
-               'event', 'flowkit.' .. kind .. '.' .. state, 'id', id, 'flow_run_id', flow_run_id)
+               'event', prefix .. state, 'id', id, 'flow_run_id', flow_run_id)
   else
     redis.call('XADD', K.EVENTS, 'MAXLEN', '~', C.EVENTS_MAXLEN, '*', 'v', C.EVENT_VERSION,
-               'event', 'flowkit.' .. kind .. '.' .. state, 'id', id)
+               'event', prefix .. state, 'id', id)
   end
 end
 

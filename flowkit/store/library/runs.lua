@@ -21,7 +21,7 @@ register('flow_run_create', function(_, args)
   redis.call('ZADD', K.FLOW_RUNS, ctx.now, id)
   redis.call('ZADD', K.flow_runs_in_state(state), ctx.now, id)
   redis.call('ZADD', K.flow_runs_named(a[2]), ctx.now, id)
-  emit('flow-run', state, id, nil)
+  emit(C.FLOW_RUN_EVENT, state, id, nil)
   return 1
 end)
 
@@ -38,7 +38,7 @@ register('flow_run_move', function(_, args)
 end)
 
 -- flow_run_close(a): a driver leaves a flow run (the ad-hoc run of a script or notebook):
--- with no task run still to come it ends now (S.final_flow_state); otherwise it closes by
+-- with no task run still to come it ends now (as close_if_done decides); otherwise it closes by
 -- itself when its last task run ends (auto_close). a[1] = id.
 -- Returns the state it ended in, or 'running' when it closes later.
 register('flow_run_close', function(_, args)

@@ -56,11 +56,12 @@ local function move_flow_run(ctx, id, to, extra, reopen)
   if reopen then redis.call('HDEL', fr, 'ended') end
   redis.call('ZREM', K.flow_runs_in_state(from), id)
   redis.call('ZADD', K.flow_runs_in_state(to), tonumber(cur[2]) or ctx.now, id)
-  emit('flow-run', to, id, nil)
+  emit(C.FLOW_RUN_EVENT, to, id, nil)
   return from
 end
 
--- The state a flow run that closes by itself ends in (S.final_flow_state in Python).
+-- The state a flow run that closes by itself ends in: FAILED if a task run failed, else
+-- CANCELLED if one was cancelled, else COMPLETED.
 local function final_flow_state(c)
   for _, state in ipairs(S.FAILURE_LIST) do
     if (tonumber(c['n_' .. state]) or 0) > 0 then return 'failed' end
@@ -140,7 +141,7 @@ local function end_task_run(ctx, t, to, o)
     end
   end
   reply(t.reply_to, msg)
-  emit('task-run', to, t.id, t.flow_run_id)
+  emit(C.TASK_RUN_EVENT, to, t.id, t.flow_run_id)
   t.state = to
   if t.cache_key and t.cache_key ~= '' then settle(ctx, t, to, o.result) end
   close_if_done(ctx, t.flow_run_id)
@@ -167,7 +168,7 @@ local function schedule_attempt(ctx, t, delay, o)
   else
     queue_task(t.id, t.queue, false)
   end
-  emit('task-run', 'retrying', t.id, t.flow_run_id)
+  emit(C.TASK_RUN_EVENT, 'retrying', t.id, t.flow_run_id)
   t.state = 'retrying'
   return true
 end
@@ -189,7 +190,7 @@ local function give_back(ctx, t, message)
                           worker = t.worker, message = message})
   end
   queue_task(t.id, t.queue, true)
-  emit('task-run', 'pending', t.id, t.flow_run_id)
+  emit(C.TASK_RUN_EVENT, 'pending', t.id, t.flow_run_id)
   t.state = 'pending'
   return true
 end
@@ -204,7 +205,7 @@ local function start_attempt(ctx, t, worker, executor, lease_seconds)
   count_move(t, t.state, 'running')
   append_history(t.id, {state = 'running', ts = ctx.now, attempt = attempt, worker = worker})
   redis.call('HSET', K.rq_job(t.id), 'status', 'started', 'worker_name', worker)
-  emit('task-run', 'running', t.id, t.flow_run_id)
+  emit(C.TASK_RUN_EVENT, 'running', t.id, t.flow_run_id)
   t.state, t.attempt, t.worker, t.started = 'running', attempt, worker, ctx.ts
   return attempt
 end
@@ -227,7 +228,7 @@ local function reopen_task(ctx, t, message)
                         message = message})
   count_move(t, t.state, 'pending')
   queue_task(t.id, t.queue, false)
-  emit('task-run', 'pending', t.id, t.flow_run_id)
+  emit(C.TASK_RUN_EVENT, 'pending', t.id, t.flow_run_id)
   t.state = 'pending'
   return true
 end
