@@ -25,7 +25,7 @@ from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionErro
 from flowkit.futures import TaskFuture
 from flowkit.settings import Settings, get_settings
 from flowkit.states import RunState
-from flowkit.store import flow_runs, keys, task_runs, workers
+from flowkit.store import flow_runs, keys, probes, task_runs, workers
 from flowkit.store.connection import call, connect, redact
 from flowkit.store.limits import Limits
 
@@ -140,6 +140,7 @@ class Driver:
             if not force and last is not None and now - last < WORKER_CHECK_SECONDS:
                 continue
             self._queues_checked[name] = now
+            probes.refresh_probe(self.client, self.key, name)  # at most once a minute
             if workers.live_workers_for(self.client, name) > 0:
                 continue
             if self.embedded and self.settings.start_local_workers:

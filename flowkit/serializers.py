@@ -223,6 +223,14 @@ def unseal(key: SigningKey, data: bytes) -> bytes:
     return payload
 
 
+def sealed_by(data: bytes) -> str | None:
+    """The id of the key that sealed ``data`` (None: not a flowkit seal). Unverified: for
+    naming the key in a message, never for trusting the payload."""
+    if not data.startswith(SEAL_MAGIC) or len(data) < len(SEAL_MAGIC) + _KEY_ID_SIZE:
+        return None
+    return data[len(SEAL_MAGIC):len(SEAL_MAGIC) + _KEY_ID_SIZE].decode("ascii", "replace")
+
+
 def dumps_result(value: Any) -> bytes:
     """Pickle a return value; the error names its type."""
     try:

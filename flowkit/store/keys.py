@@ -78,6 +78,12 @@ def queue_workers(name: str) -> str:
     return f"{PREFIX}queue:{name}:workers"
 
 
+def probe(name: str) -> str:
+    """A short payload sealed with the key of the last driver that submitted to queue
+    ``name``: a worker that cannot open it would fail every task there (store/probes.py)."""
+    return f"{PREFIX}probe:{name}"
+
+
 def queue_stats(name: str) -> str:
     """Hash of queue ``name``'s counters, maintained by the scripts at every transition."""
     return QUEUE_STATS_PREFIX + name

@@ -1,0 +1,59 @@
+"""A worker whose signing key cannot open its queues' envelopes says so at start and takes no
+work there; workers with the drivers' key take it all. Real drivers write the signed probes,
+real ``flowkit worker start`` processes read them."""
+
+from __future__ import annotations
+
+from flowkit.serializers import SigningKey, seal
+from flowkit.store import keys, probes, task_runs
+from flowkit.store.workers import live_workers_for
+
+from conftest import TEST_SECRET
+from tasks_for_tests import square
+
+WRONG_SECRET = "not-the-drivers-key-0123456789"
+RIGHT_ID = SigningKey(TEST_SECRET.encode()).key_id
+WRONG_ID = SigningKey(WRONG_SECRET.encode()).key_id
+
+
+def test_probe_is_written_once_a_minute_and_opens_only_with_its_key(client) -> None:  # type: ignore[no-untyped-def]
+    right, wrong = SigningKey(TEST_SECRET.encode()), SigningKey(WRONG_SECRET.encode())
+    assert probes.refresh_probe(client, right, "q1", now=100.0)
+    assert not probes.refresh_probe(client, right, "q1", now=130.0)  # throttled
+    assert client.ttl(keys.probe("q1")) > 0
+    check = probes.check_probes(client, wrong, ["q1", "q2"])
+    assert check.servable == ["q2"]  # no probe yet: nothing is known, it is served
+    assert [(r.queue, r.sealed_by, r.mine) for r in check.refused] == [("q1", RIGHT_ID, WRONG_ID)]
+    assert probes.check_probes(client, right, ["q1", "q2"]).servable == ["q1", "q2"]
+    client.set(keys.probe("q2"), seal(right, b"flowkit-probe\0q1"))  # q1's probe copied to q2
+    assert probes.check_probes(client, right, ["q2"]).servable == []
+    client.delete(keys.probe("q1"))
+    assert probes.refresh_probe(client, right, "q1", now=161.0)  # a minute later: rewritten
+    assert client.exists(keys.probe("q1"))
+
+
+def test_wrong_key_worker_leaves_the_queue_to_the_right_one(workers, client) -> None:  # type: ignore[no-untyped-def]
+    futures = square.map(range(40))  # the submit writes the default queue's probe
+    assert client.exists(keys.probe("default"))
+    wrong = workers.start("default", "spare", concurrency=2, name="wrong-key",
+                          env={"FLOWKIT_SECRET_KEY": WRONG_SECRET})
+    workers.wait_registered(client, "spare")
+    log = workers.output(wrong)
+    assert f"queue 'default': its drivers sign tasks with key {RIGHT_ID}" in log, log
+    assert f"this worker has key {WRONG_ID}" in log and "FLOWKIT_SECRET_KEY" in log
+    assert live_workers_for(client, "default") == 0 and client.llen(keys.queue("default")) == 40
+    workers.start("default", concurrency=2, name="right-key")
+    assert [f.result(timeout=30) for f in futures] == [i * i for i in range(40)]
+    ran_on = {task_runs.get_task_run(client, f.task_run_id)["worker"]  # type: ignore[index]
+              for f in futures}
+    assert ran_on == {"right-key"}
+    assert wrong.poll() is None  # still serving the queue it can open
+
+
+def test_worker_with_no_servable_queue_exits_2(workers, client) -> None:  # type: ignore[no-untyped-def]
+    probes.refresh_probe(client, SigningKey(TEST_SECRET.encode()), "default")
+    wrong = workers.start("default", concurrency=1, env={"FLOWKIT_SECRET_KEY": WRONG_SECRET})
+    assert wrong.wait(timeout=20) == 2
+    log = workers.output(wrong)
+    assert f"key {WRONG_ID} opens none of its queues' probes (drivers use key {RIGHT_ID})" in log
+    assert "Traceback" not in log and live_workers_for(client, "default") == 0
