@@ -117,6 +117,8 @@ class Driver:
                     self._dependencies.hold(spec.id, pending)
                     if bad is not None:
                         failed_upstream.append((spec.id, bad))
+        for name in {s.queue for s in specs}:  # workers check their key against it
+            probes.refresh_probe(self.client, self.key, name)  # (once a minute, not per task)
         task_runs.enqueue_task_runs(self.client, self.limits, specs, cache)
         for task_run_id, bad in failed_upstream:
             with self._lock:
@@ -140,7 +142,6 @@ class Driver:
             if not force and last is not None and now - last < WORKER_CHECK_SECONDS:
                 continue
             self._queues_checked[name] = now
-            probes.refresh_probe(self.client, self.key, name)  # at most once a minute
             if workers.live_workers_for(self.client, name) > 0:
                 continue
             if self.embedded and self.settings.start_local_workers:

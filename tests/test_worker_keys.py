@@ -4,11 +4,13 @@ real ``flowkit worker start`` processes read them."""
 
 from __future__ import annotations
 
+import pytest
+
 from flowkit.serializers import SigningKey, seal
 from flowkit.store import keys, probes, task_runs
 from flowkit.store.workers import live_workers_for
 
-from conftest import TEST_SECRET
+from conftest import TEST_SECRET, wait_until
 from tasks_for_tests import square
 
 WRONG_SECRET = "not-the-drivers-key-0123456789"
@@ -57,3 +59,24 @@ def test_worker_with_no_servable_queue_exits_2(workers, client) -> None:  # type
     log = workers.output(wrong)
     assert f"key {WRONG_ID} opens none of its queues' probes (drivers use key {RIGHT_ID})" in log
     assert "Traceback" not in log and live_workers_for(client, "default") == 0
+
+
+@pytest.mark.slow
+def test_running_worker_leaves_a_queue_when_its_probe_appears(workers, client) -> None:  # type: ignore[no-untyped-def]
+    wrong = workers.start("default", "spare", concurrency=2, name="early-wrong",
+                          env={"FLOWKIT_SECRET_KEY": WRONG_SECRET})
+    workers.wait_registered(client, "default")  # no probe yet: it serves both queues
+    probes.refresh_probe(client, SigningKey(TEST_SECRET.encode()), "default")
+    wait_until(lambda: "queue 'default': its drivers sign" in workers.output(wrong),
+               timeout=10, message="the running worker to see the new probe")
+    wait_until(lambda: live_workers_for(client, "default") == 0, timeout=5,
+               message="the worker to leave queue 'default'")
+    # Its executors finish what they hold and start again without the queue.
+    wait_until(lambda: workers.output(wrong).count("exited with exit code 0; restarting") >= 2,
+               timeout=10, message="both executors restarted")
+    futures = square.map(range(20))
+    workers.start("default", concurrency=1, name="late-right")
+    assert [f.result(timeout=30) for f in futures] == [i * i for i in range(20)]
+    assert {task_runs.get_task_run(client, f.task_run_id)["worker"]  # type: ignore[index]
+            for f in futures} == {"late-right"}
+    assert wrong.poll() is None and live_workers_for(client, "spare") == 1

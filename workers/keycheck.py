@@ -1,23 +1,30 @@
-"""The worker's start-up check of its signing key against its queues' probes.
+"""The worker's check of its signing key against its queues' probes, at start and after.
 
 A worker that cannot open a queue's probe (store/probes.py) would only fail that queue's
 tasks, and take them from workers that could run them: it says why, once, and leaves the
-queue out. With no queue left it refuses to start (``flowkit worker start`` exits 2).
+queue out. With no queue left it refuses to start (``flowkit worker start`` exits 2). A probe
+that appears later (a worker started before any driver submitted, a driver with a new key)
+is seen by the ProbeWatch duty within PROBE_WATCH_SECONDS, for one pipelined GET per period.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import signal
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flowkit.errors import ConfigurationError
 from flowkit.serializers import SigningKey, check_env_key, load_signing_key
-from flowkit.store import probes
+from flowkit.store import keys, probes
+from flowkit.store.connection import call
 
 if TYPE_CHECKING:
     import redis
 
 logger = logging.getLogger(__name__)
+
+#: Seconds between two reads of the probes of the queues a running worker serves.
+PROBE_WATCH_SECONDS = 2.0
 
 
 def worker_key() -> SigningKey:
@@ -48,3 +55,54 @@ def servable_queues(client: redis.Redis, queues: list[str],
             f"{', '.join(theirs)}), so it would fail every task: not starting. Give it the "
             "drivers' FLOWKIT_SECRET_KEY")
     return check.servable
+
+
+class Supervised(Protocol):
+    """What ProbeWatch sees of its supervisor."""
+
+    client: redis.Redis
+    worker_id: str
+    #: The queues served; executors (re)start with this list.
+    queues: list[str]
+    #: The executor records, each with a ``process`` (a Popen, or None when not running).
+    executors: list[Any]
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """Drain and stop the worker."""
+
+
+class ProbeWatch:
+    """A supervisor duty: when a queue's probe stops opening with this worker's key, log it
+    once, drop the queue and restart the executors without it (each finishes the attempt in
+    hand and gives back what it only claimed); with no queue left, the worker drains and
+    stops."""
+
+    delay = PROBE_WATCH_SECONDS
+    period = PROBE_WATCH_SECONDS
+
+    def __init__(self, host: Supervised, key: SigningKey | None = None) -> None:
+        self.host, self.key = host, key or worker_key()
+
+    def run(self) -> None:
+        host = self.host
+        if not host.queues:
+            return
+        check = probes.check_probes(host.client, self.key, list(host.queues))
+        if not check.refused:
+            return
+        for refusal in check.refused:
+            logger.error("worker %s: %s", host.worker_id, refusal.describe())
+        host.queues[:] = check.servable  # in place: the supervisor's own list
+        pipe = host.client.pipeline(transaction=False)
+        for refusal in check.refused:  # drivers stop counting this worker for that queue
+            pipe.zrem(keys.queue_workers(refusal.queue), host.worker_id)
+        call(host.client, pipe.execute)
+        if not host.queues:
+            logger.error("worker %s: no queue left that this worker's key can serve; "
+                         "stopping", host.worker_id)
+            host.request_stop(0, None)
+            return
+        for executor in host.executors:
+            process = executor.process
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)  # restarted with the queues left
