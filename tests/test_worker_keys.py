@@ -4,9 +4,12 @@ real ``flowkit worker start`` processes read them."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
-from flowkit.serializers import SigningKey, seal
+from flowkit.errors import EnvelopeError
+from flowkit.serializers import SigningKey, build_envelope, open_envelope, seal
 from flowkit.store import keys, probes, task_runs
 from flowkit.store.workers import live_workers_for
 
@@ -80,3 +83,36 @@ def test_running_worker_leaves_a_queue_when_its_probe_appears(workers, client) -
     assert {task_runs.get_task_run(client, f.task_run_id)["worker"]  # type: ignore[index]
             for f in futures} == {"late-right"}
     assert wrong.poll() is None and live_workers_for(client, "spare") == 1
+
+
+def test_envelope_that_fails_to_open_names_both_keys_and_what_to_do() -> None:
+    right, wrong = SigningKey(TEST_SECRET.encode()), SigningKey(WRONG_SECRET.encode())
+    head = build_envelope(right, task_name="t", task_run_id="r1", fn_digest="d", body=b"body")
+    with pytest.raises(EnvelopeError) as caught:
+        open_envelope(wrong, head, b"body")
+    message = str(caught.value)
+    assert f"signed with key {RIGHT_ID} and worker host {socket.gethostname()!r} has key " \
+           f"{WRONG_ID}" in message and "the same FLOWKIT_SECRET_KEY" in message
+    with pytest.raises(EnvelopeError, match=f"names key {RIGHT_ID}, which worker host .* has "
+                                            "too, so it was changed after it was signed"):
+        open_envelope(right, head, b"bodX")
+
+
+@pytest.mark.slow
+def test_run_failed_by_a_wrong_key_records_both_keys_and_the_worker_stops(workers, client) -> None:  # type: ignore[no-untyped-def]
+    # Started before any driver used queue "edge": no probe, so it serves it at first.
+    wrong = workers.start("edge", concurrency=1, env={"FLOWKIT_SECRET_KEY": WRONG_SECRET})
+    workers.wait_registered(client, "edge")
+    future = square.with_options(queue="edge").submit(3)
+    with pytest.raises(EnvelopeError):
+        future.result(timeout=15)
+    row = task_runs.get_task_run(client, future.task_run_id)
+    assert row is not None and row["state"] == "failed"
+    assert f"signed with key {RIGHT_ID}" in row["error_message"]
+    assert f"has key {WRONG_ID}" in row["error_message"]
+    assert "FLOWKIT_SECRET_KEY" in row["error_message"]
+    # The submit wrote the probe: the worker sees it, leaves its only queue and stops.
+    assert wrong.wait(timeout=20) == 0
+    log = workers.output(wrong)
+    assert "queue 'edge': its drivers sign tasks with key" in log
+    assert "no queue left that this worker's key can serve; stopping" in log
