@@ -25,3 +25,11 @@ def is_run_id(text: object) -> bool:
     """Whether ``text`` has the shape of a run id, so a lookup may build a key from it."""
     return (isinstance(text, str) and 0 < len(text) <= MAX_RUN_ID_LENGTH
             and _RUN_ID.fullmatch(text) is not None)
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` quoted for a "not found" message, cut short when it is long (an id pasted
+    from elsewhere can be kilobytes)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"

@@ -77,6 +77,8 @@ def test_cli_run_show_says_not_found(made) -> None:  # type: ignore[no-untyped-d
             assert "no flow run" in result.output or "no task run" in result.output, result.output
             assert "WRONGTYPE" not in result.output and result.exception is not None
             assert isinstance(result.exception, SystemExit)
+    long = runner.invoke(cli, ["run", "show", "x" * 5000]).output
+    assert "(5000 characters)" in long and len(long) < 200, long
     ok = runner.invoke(cli, ["run", "show", flow_run_id, "--json"])
     assert ok.exit_code == 0 and flow_run_id in ok.output
 
@@ -107,6 +109,8 @@ def test_dashboard_says_not_found(made, dash) -> None:  # type: ignore[no-untype
             assert response.status_code in (404, 405), (method, path[:80], response.status_code)
             if path.startswith("/api/") and response.status_code == 404:
                 assert "error" in response.json()
+    long = dash.get("/api/runs/" + "x" * 5000).json()["error"]
+    assert "(5000 characters)" in long and len(long) < 120, long
     response = dash.get("/api/events", params={"run": f"{flow_run_id}:tasks"})
     assert response.status_code == 404
     assert dash.get(f"/api/runs/{flow_run_id}").status_code == 200
