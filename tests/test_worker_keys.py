@@ -30,7 +30,13 @@ def test_probe_is_written_once_a_minute_and_opens_only_with_its_key(client) -> N
     assert check.servable == ["q2"]  # no probe yet: nothing is known, it is served
     assert [(r.queue, r.sealed_by, r.mine) for r in check.refused] == [("q1", RIGHT_ID, WRONG_ID)]
     assert probes.check_probes(client, right, ["q1", "q2"]).servable == ["q1", "q2"]
-    client.set(keys.probe("q2"), seal(right, b"flowkit-probe\0q1"))  # q1's probe copied to q2
+    stray = SigningKey(b"a-driver-with-a-stray-key-012345")
+    assert probes.refresh_probe(client, stray, "q1", now=131.0)  # another connection
+    # ...does not make the right workers leave q1; the wrong one hears of both keys.
+    assert probes.check_probes(client, right, ["q1"]).servable == ["q1"]
+    refused = probes.check_probes(client, wrong, ["q1"]).refused[0]
+    assert refused.sealed_by == ", ".join(sorted([RIGHT_ID, stray.key_id]))
+    client.hset(keys.probe("q2"), RIGHT_ID, seal(right, b"flowkit-probe\0q1"))  # q1's, copied
     assert probes.check_probes(client, right, ["q2"]).servable == []
     client.delete(keys.probe("q1"))
     assert probes.refresh_probe(client, right, "q1", now=161.0)  # a minute later: rewritten

@@ -79,8 +79,8 @@ def queue_workers(name: str) -> str:
 
 
 def probe(name: str) -> str:
-    """A short payload sealed with the key of the last driver that submitted to queue
-    ``name``: a worker that cannot open it would fail every task there (store/probes.py)."""
+    """Hash of queue ``name``'s probes: per driver key id, a short payload sealed with that
+    key; a worker whose key has none would fail every task there (store/probes.py)."""
     return f"{PREFIX}probe:{name}"
 
 

@@ -2,11 +2,13 @@
 
 A worker whose ``FLOWKIT_SECRET_KEY`` differs from the drivers' can verify no envelope: every
 task it claims fails with a signature error while a worker with the right key sits idle. So
-each driver seals a small probe per queue it submits to (``flowkit:probe:<queue>``, the
-queue's name sealed with the driver's key, rewritten at most once a minute per queue: one SET,
-not a round trip per task), and a worker reads the probes of its queues at start (one
-pipeline): a probe it cannot open names the queue and both key ids, and the worker leaves that
-queue to the workers that can. A queue with no probe yet is served (nothing is known).
+each driver seals a small probe per queue it submits to: field ``<key id>`` of the hash
+``flowkit:probe:<queue>``, the queue's name sealed with the driver's key, rewritten at most
+once a minute per queue (one HSET, not a round trip per task). A worker reads the probes of
+its queues at start (one pipeline). It serves a queue with no probe (nothing is known) or with
+a probe of its own key that opens; a queue whose probes are all of other keys is left to the
+workers that hold them, with a line naming the queue and the key ids. One probe per key, not
+one per queue: a single driver with a stray key cannot make the right workers leave a queue.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ REFRESH_SECONDS = 60.0
 PROBE_TTL_SECONDS = 7 * 24 * 3600
 _PAYLOAD = b"flowkit-probe\0"
 
-#: When each driver connection last wrote each queue's probe (monotonic seconds).
-_written: weakref.WeakKeyDictionary[redis.Redis, dict[str, float]] = weakref.WeakKeyDictionary()
+#: When each driver connection last wrote each (key id, queue)'s probe (monotonic seconds).
+_written: weakref.WeakKeyDictionary[redis.Redis, dict[tuple[str, str], float]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _payload(queue: str) -> bytes:
@@ -45,12 +48,14 @@ def refresh_probe(client: redis.Redis, key: serializers.SigningKey, queue: str,
     than REFRESH_SECONDS ago; True when it wrote."""
     now = time.monotonic() if now is None else now
     written = _written.setdefault(client, {})
-    last = written.get(queue)
+    last = written.get((key.key_id, queue))
     if last is not None and now - last < REFRESH_SECONDS:
         return False
-    call(client, client.set, keys.probe(queue), serializers.seal(key, _payload(queue)),
-         ex=PROBE_TTL_SECONDS)
-    written[queue] = now
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.probe(queue), key.key_id, serializers.seal(key, _payload(queue)))
+    pipe.expire(keys.probe(queue), PROBE_TTL_SECONDS)
+    call(client, pipe.execute)
+    written[(key.key_id, queue)] = now
     return True
 
 
@@ -59,7 +64,7 @@ class Refusal:
     """A queue whose probe this worker's key cannot open."""
 
     queue: str
-    #: The key id the probe names (empty when it is not even a flowkit seal).
+    #: The key ids of the queue's probes (none of them this worker's, or none opens).
     sealed_by: str
     mine: str
 
@@ -86,15 +91,17 @@ def check_probes(client: redis.Redis, key: serializers.SigningKey,
     those this key can serve (probe opens, or no probe yet) and those it cannot."""
     pipe = client.pipeline(transaction=False)
     for queue in queues:
-        pipe.get(keys.probe(queue))
-    blobs = call(client, pipe.execute)
+        pipe.hgetall(keys.probe(queue))
+    found = call(client, pipe.execute)
     servable: list[str] = []
     refused: list[Refusal] = []
-    for queue, blob in zip(queues, blobs):
-        if blob is None or _opens(key, blob, queue):
+    for queue, fields in zip(queues, found):
+        own = fields.get(key.key_id.encode())
+        if not fields or (own is not None and _opens(key, own, queue)):
             servable.append(queue)
         else:
-            refused.append(Refusal(queue, serializers.sealed_by(blob) or "", key.key_id))
+            theirs = sorted(k.decode("ascii", "replace") for k in fields)
+            refused.append(Refusal(queue, ", ".join(theirs), key.key_id))
     return ProbeCheck(servable, refused)
 
 
