@@ -15,17 +15,14 @@ import sys
 
 from flowkit.errors import MissingModule
 
+#: Sending a module of the user's own by value instead of installing it.
+_BY_VALUE = ("if it is a module of your own, send it by value: "
+             "cloudpickle.register_pickle_by_value({module}) on the driver before submitting")
 #: Where in an attempt a module was missing -> the words for it, and how to ship it instead.
 _STAGES = {
-    "function": ("to unpickle the task function",
-                 "send it by value: cloudpickle.register_pickle_by_value({module}) on the driver "
-                 "before submitting"),
-    "arguments": ("to unpickle the task's arguments",
-                  "send it by value: cloudpickle.register_pickle_by_value({module}) on the "
-                  "driver before submitting"),
-    "upstream": ("to unpickle an upstream task's result",
-                 "send it by value: cloudpickle.register_pickle_by_value({module}) on the "
-                 "driver before submitting"),
+    "function": ("to unpickle the task function", _BY_VALUE),
+    "arguments": ("to unpickle the task's arguments", _BY_VALUE),
+    "upstream": ("to unpickle an upstream task's result", _BY_VALUE),
     "body": ("in its body",
              "ship it with the code (put it on the workers' PYTHONPATH or in the directory "
              "`flowkit worker start` runs in)"),
