@@ -4,7 +4,10 @@ real ``flowkit worker start`` processes read them."""
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -13,7 +16,7 @@ from flowkit.serializers import SigningKey, build_envelope, open_envelope, seal
 from flowkit.store import keys, probes, task_runs
 from flowkit.store.workers import live_workers_for
 
-from conftest import TEST_SECRET, wait_until
+from conftest import TEST_SECRET, TESTS_DIR, wait_until
 from tasks_for_tests import square
 
 WRONG_SECRET = "not-the-drivers-key-0123456789"
@@ -122,3 +125,25 @@ def test_run_failed_by_a_wrong_key_records_both_keys_and_the_worker_stops(worker
     log = workers.output(wrong)
     assert "queue 'edge': its drivers sign tasks with key" in log
     assert "no queue left that this worker's key can serve; stopping" in log
+
+
+@pytest.mark.slow
+def test_refused_queue_is_served_once_a_probe_of_the_workers_key_appears(workers, client) -> None:  # type: ignore[no-untyped-def]
+    probes.refresh_probe(client, SigningKey(TEST_SECRET.encode()), "default")
+    other = workers.start("default", "spare", concurrency=1, name="other-key",
+                          env={"FLOWKIT_SECRET_KEY": WRONG_SECRET})
+    workers.wait_registered(client, "spare")
+    assert live_workers_for(client, "default") == 0
+    # A driver with this worker's key starts using the queue: the worker joins it.
+    probes.refresh_probe(client, SigningKey(WRONG_SECRET.encode()), "default")
+    workers.wait_registered(client, "default")
+    assert f"queue 'default' now has a probe of this worker's key {WRONG_ID}" in \
+        workers.output(other)
+    # ...and its restarted executors take that driver's tasks from it.
+    script = "from tasks_for_tests import square; print(square.submit(4).result(timeout=20))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, cwd=TESTS_DIR,
+                          env={**os.environ, "FLOWKIT_SECRET_KEY": WRONG_SECRET,
+                               "PYTHONPATH": str(TESTS_DIR)})
+    assert done.stdout.strip() == "16", done.stdout + done.stderr
+    assert other.poll() is None

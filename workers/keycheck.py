@@ -66,37 +66,47 @@ class Supervised(Protocol):
     queues: list[str]
     #: The executor records, each with a ``process`` (a Popen, or None when not running).
     executors: list[Any]
+    stopping: bool
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """Drain and stop the worker."""
 
 
 class ProbeWatch:
-    """A supervisor duty: when a queue's probe stops opening with this worker's key, log it
-    once, drop the queue and restart the executors without it (each finishes the attempt in
-    hand and gives back what it only claimed); with no queue left, the worker drains and
-    stops."""
+    """A supervisor duty: follows the probes of the queues the worker was asked to serve.
+
+    A queue whose probes no longer include one of this worker's key is dropped (logged once);
+    one that gains such a probe is served again (its drivers now use this key). Either way the
+    executors restart with the new list, each after the attempt in hand (what it only claimed
+    goes back to the queue). With no queue left, the worker drains and stops.
+    """
 
     delay = PROBE_WATCH_SECONDS
     period = PROBE_WATCH_SECONDS
 
-    def __init__(self, host: Supervised, key: SigningKey | None = None) -> None:
-        self.host, self.key = host, key or worker_key()
+    def __init__(self, host: Supervised, wanted: list[str], key: SigningKey | None = None) -> None:
+        self.host, self.wanted, self.key = host, list(wanted), key or worker_key()
 
     def run(self) -> None:
         host = self.host
-        if not host.queues:
+        if host.stopping:
             return
-        check = probes.check_probes(host.client, self.key, list(host.queues))
-        if not check.refused:
+        check = probes.check_probes(host.client, self.key, self.wanted)
+        if check.servable == host.queues:
             return
-        for refusal in check.refused:
+        left = [r for r in check.refused if r.queue in host.queues]
+        for refusal in left:
             logger.error("worker %s: %s", host.worker_id, refusal.describe())
+        for queue in check.servable:
+            if queue not in host.queues:
+                logger.info("worker %s: queue %r now has a probe of this worker's key %s; "
+                            "serving it", host.worker_id, queue, self.key.key_id)
         host.queues[:] = check.servable  # in place: the supervisor's own list
-        pipe = host.client.pipeline(transaction=False)
-        for refusal in check.refused:  # drivers stop counting this worker for that queue
-            pipe.zrem(keys.queue_workers(refusal.queue), host.worker_id)
-        call(host.client, pipe.execute)
+        if left:
+            pipe = host.client.pipeline(transaction=False)
+            for refusal in left:  # drivers stop counting this worker for that queue
+                pipe.zrem(keys.queue_workers(refusal.queue), host.worker_id)
+            call(host.client, pipe.execute)
         if not host.queues:
             logger.error("worker %s: no queue left that this worker's key can serve; "
                          "stopping", host.worker_id)
@@ -105,4 +115,4 @@ class ProbeWatch:
         for executor in host.executors:
             process = executor.process
             if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)  # restarted with the queues left
+                process.send_signal(signal.SIGTERM)  # restarted with the new queues
