@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from flowkit._ids import is_run_id, shown
 from flowkit.dashboard import queries
 from flowkit.dashboard import schemas as s
 from flowkit.store import flow_runs, keys, task_runs
@@ -52,21 +53,29 @@ def get_run(request: Request) -> Response:
     detail = queries.run_detail(request.app.state.client, run_id,
                                 parse_query(s.RunQuery, request))
     if detail is None:
-        raise HTTPException(404, f"no flow run {run_id!r}")
+        raise HTTPException(404, f"no flow run {shown(run_id)}")
     return answer(detail)
 
 
+def _flow_run_id(request: Request) -> str:
+    """The path's run id; a 404 when it cannot be one (it would name another key)."""
+    run_id: str = request.path_params["run_id"]
+    if not is_run_id(run_id):
+        raise HTTPException(404, f"no flow run {shown(run_id)}")
+    return run_id
+
+
 def get_run_logs(request: Request) -> Response:
+    run_id = _flow_run_id(request)
     query = parse_query(s.LogsQuery, request)
-    return answer(queries.logs_after(request.app.state.client, request.path_params["run_id"],
-                                     query.after))
+    return answer(queries.logs_after(request.app.state.client, run_id, query.after))
 
 
 def get_task(request: Request) -> Response:
     task_run_id = request.path_params["task_run_id"]
     detail = queries.task_detail(request.app.state.client, task_run_id)
     if detail is None:
-        raise HTTPException(404, f"no task run {task_run_id!r}")
+        raise HTTPException(404, f"no task run {shown(task_run_id)}")
     return answer(detail)
 
 
@@ -87,9 +96,9 @@ def _require_action_header(request: Request) -> None:
 
 def _existing_run(request: Request) -> str:
     _require_action_header(request)
-    run_id: str = request.path_params["run_id"]
+    run_id = _flow_run_id(request)
     if flow_runs.get_flow_run(request.app.state.client, run_id) is None:
-        raise HTTPException(404, f"no flow run {run_id!r}")
+        raise HTTPException(404, f"no flow run {shown(run_id)}")
     return run_id
 
 
@@ -112,6 +121,8 @@ async def events(request: Request) -> StreamingResponse:
     """Server-sent events: state changes from the events stream (of one run with ``?run=``)
     and, for one run, its new log lines, each with its HTML as the page renders it."""
     query = parse_query(s.EventsQuery, request)
+    if query.run and not is_run_id(query.run):
+        raise HTTPException(404, f"no flow run {shown(query.run)}")
     return StreamingResponse(_event_stream(request, query), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 

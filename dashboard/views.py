@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from flowkit._ids import shown
 from flowkit.dashboard import queries
 from flowkit.dashboard import schemas as s
 from flowkit.dashboard.api import parse_query
@@ -88,7 +89,7 @@ def _run(request: Request) -> s.RunDetail:
     detail = queries.run_detail(request.app.state.client, run_id,
                                 parse_query(s.RunQuery, request))
     if detail is None:
-        raise HTTPException(404, f"no flow run {run_id!r}")
+        raise HTTPException(404, f"no flow run {shown(run_id)}")
     return detail
 
 
@@ -96,7 +97,7 @@ def _task(request: Request) -> s.TaskDetail:
     task_run_id = request.path_params["task_run_id"]
     detail = queries.task_detail(request.app.state.client, task_run_id)
     if detail is None:
-        raise HTTPException(404, f"no task run {task_run_id!r}")
+        raise HTTPException(404, f"no task run {shown(task_run_id)}")
     return detail
 
 

@@ -25,7 +25,7 @@ from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionErro
 from flowkit.futures import TaskFuture
 from flowkit.settings import Settings, get_settings
 from flowkit.states import RunState
-from flowkit.store import flow_runs, keys, task_runs, workers
+from flowkit.store import flow_runs, keys, probes, task_runs, workers
 from flowkit.store.connection import call, connect, redact
 from flowkit.store.limits import Limits
 
@@ -117,6 +117,8 @@ class Driver:
                     self._dependencies.hold(spec.id, pending)
                     if bad is not None:
                         failed_upstream.append((spec.id, bad))
+        for name in {s.queue for s in specs}:  # workers check their key against it
+            probes.refresh_probe(self.client, self.key, name)  # (once a minute, not per task)
         task_runs.enqueue_task_runs(self.client, self.limits, specs, cache)
         for task_run_id, bad in failed_upstream:
             with self._lock:

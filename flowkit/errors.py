@@ -65,6 +65,13 @@ class WorkerCrashed(TaskError):
     """The process running a task run died (killed, segfault, ``os._exit``) before it finished."""
 
 
+class MissingModule(TaskError, ModuleNotFoundError):
+    """A task needs a Python module that is not installed on the worker that ran it.
+
+    The message names the module, the worker's host and what to do; ``name`` is the module,
+    as on :class:`ModuleNotFoundError` (which ``except ImportError`` still catches)."""
+
+
 class TaskTimeout(TaskError, TimeoutError):
     """A task run or a wait for its result exceeded its time limit."""
 

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import secrets
+import socket
 import struct
 import types
 from collections import ChainMap
@@ -176,10 +177,8 @@ def open_envelope(key: SigningKey, head: bytes, body: bytes) -> OpenedEnvelope:
     except ValueError:
         raise EnvelopeError("task envelope header is not valid JSON") from None
     if not hmac.compare_digest(mac, key.sign(header_bytes, body)):
-        raise EnvelopeError(
-            f"task envelope signature does not verify: it was signed with key "
-            f"{header.get('key_id')} and this worker has key {key.key_id}. Give drivers and "
-            "workers the same FLOWKIT_SECRET_KEY.")
+        raise EnvelopeError(_bad_signature("task envelope", "signed", header.get("key_id"), key,
+                                           f"worker host {socket.gethostname()!r}"))
     mismatches = [f"{what} {header.get(field)} on the driver but {mine} on this worker"
                   for what, field, mine in (("Python", "python", PYTHON_VERSION),
                                             ("cloudpickle", "cloudpickle", CLOUDPICKLE_VERSION))
@@ -188,6 +187,21 @@ def open_envelope(key: SigningKey, head: bytes, body: bytes) -> OpenedEnvelope:
         raise EnvelopeError("cannot run task: " + "; ".join(mismatches)
                             + ". Install the same versions on drivers and workers.")
     return OpenedEnvelope(header, body)
+
+
+def _bad_signature(what: str, verb: str, signed_with: object, key: SigningKey,
+                   holder: str) -> str:
+    """Why ``what`` does not verify, naming the key ids on both sides, and what to do."""
+    if signed_with == key.key_id:
+        return (f"{what} signature does not verify: it names key {key.key_id}, which {holder} "
+                f"has too, so it was changed after it was {verb} (or cut short); nothing of it "
+                "was used. Submit it again; if it recurs, something rewrites flowkit's keys in "
+                "Redis")
+    why = (f"it was {verb} with key {signed_with} and {holder} has key {key.key_id}"
+           if signed_with else f"it names no key, and {holder} has key {key.key_id}")
+    return (f"{what} signature does not verify: {why}; nothing of it was used. Give drivers "
+            "and workers the same FLOWKIT_SECRET_KEY (a worker started with another key "
+            "refuses the queues whose drivers' probe it cannot open).")
 
 
 def seal(key: SigningKey, payload: bytes) -> bytes:
@@ -209,18 +223,24 @@ def unseal(key: SigningKey, data: bytes) -> bytes:
         mac, payload = data[:_MAC_SIZE], data[_MAC_SIZE:]
         if hmac.compare_digest(mac, key.sign(payload)):
             return payload
-        raise EnvelopeError("result signature does not verify: the worker that wrote it has a "
-                            "different FLOWKIT_SECRET_KEY than this driver")
+        raise EnvelopeError(f"result signature does not verify: the worker that wrote it has a "
+                            f"different FLOWKIT_SECRET_KEY than this process (key "
+                            f"{key.key_id}); give drivers and workers the same key")
     start = len(SEAL_MAGIC) + _KEY_ID_SIZE
     head, mac = data[:start], data[start:start + _MAC_SIZE]
     payload = data[start + _MAC_SIZE:]
     if not hmac.compare_digest(mac, key.sign(head, payload)):
-        sealed_by = head[len(SEAL_MAGIC):].decode("ascii", "replace")
-        why = (f"it was sealed with key {sealed_by} and this process has key {key.key_id}"
-               if sealed_by != key.key_id else "it was changed after it was sealed")
-        raise EnvelopeError(f"result signature does not verify: {why}. Give drivers and "
-                            "workers the same FLOWKIT_SECRET_KEY.")
+        raise EnvelopeError(_bad_signature("result", "sealed", sealed_by(data), key,
+                                           "this process"))
     return payload
+
+
+def sealed_by(data: bytes) -> str | None:
+    """The id of the key that sealed ``data`` (None: not a flowkit seal). Unverified: for
+    naming the key in a message, never for trusting the payload."""
+    if not data.startswith(SEAL_MAGIC) or len(data) < len(SEAL_MAGIC) + _KEY_ID_SIZE:
+        return None
+    return data[len(SEAL_MAGIC):len(SEAL_MAGIC) + _KEY_ID_SIZE].decode("ascii", "replace")
 
 
 def dumps_result(value: Any) -> bytes:

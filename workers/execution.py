@@ -19,6 +19,7 @@ from flowkit.futures import ResultRef
 from flowkit.logs import install_print_capture
 from flowkit.store import keys
 from flowkit.store.attempts import Claim, Outcome
+from flowkit.workers.environment import missing_module
 from flowkit.workers.slots import Slot
 
 if TYPE_CHECKING:
@@ -117,16 +118,19 @@ def run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
 
 
 def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
-    queue = ctx.default_queue
+    queue, stage, task_name = ctx.default_queue, "envelope", "?"
     try:
         opened = serializers.open_envelope(ctx.key, claimed.envelope, claimed.body or b"")
+        task_name, stage = opened.header.get("task", "?"), "function"
         fn = _load_function(ctx, opened.header["fn"])
+        stage = "arguments"
         args, kwargs, opts = serializers.loads(opened.body)
-        queue = opts.get("queue") or queue
+        queue, stage = opts.get("queue") or queue, "upstream"
         args = _resolve_refs(ctx, args)
         kwargs = _resolve_refs(ctx, kwargs)
     except Exception as exc:
-        return Attempt(_failure(ctx, exc, retry_delay=None), queue)
+        return Attempt(_failure(ctx, missing_module(exc, task_name, stage) or exc,
+                                retry_delay=None), queue)
     run_ctx = TaskRunContext(claimed.id, claimed.flow_run_id, opened.header.get("task", "?"),
                              claimed.attempt, claimed.reply_to, bool(opts.get("log_prints")),
                              client=ctx.client)
@@ -146,6 +150,7 @@ def _run_attempt(ctx: ExecutionContext, claimed: Claim) -> Attempt:
         return Attempt(_failure(ctx, exc, _retry_for(opts, claimed, run_ctx.task_name, fn, exc),
                                 "timed_out"), queue)
     except Exception as exc:
+        exc = missing_module(exc, run_ctx.task_name, "body") or exc
         return Attempt(_failure(ctx, exc, _retry_for(opts, claimed, run_ctx.task_name, fn, exc)),
                        queue)
     finally:

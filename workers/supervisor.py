@@ -24,7 +24,7 @@ from flowkit._version import __version__
 from flowkit.store import attempts, workers
 from flowkit.store.connection import connect, redact
 from flowkit.store.limits import Limits
-from flowkit.workers import duties
+from flowkit.workers import duties, keycheck
 from flowkit.workers.slots import Running, Slot, slot_dir
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ class WorkerSupervisor:
                           or f"{socket.gethostname()}-{os.getpid()}-{new_id()[:6]}")
         self.client = connect(config.url, connect_timeout=config.connect_timeout,
                               socket_timeout=config.socket_timeout)
+        # Before any executor exists: leave out queues whose drivers use another key.
+        self.queues = keycheck.servable_queues(self.client, self.queues)
         self.executors = [
             _Executor(i, f"{self.worker_id}.{i}",
                       Slot(slot_dir() / f"flowkit-{self.worker_id}.{i}.slot", create=True))
@@ -98,7 +100,8 @@ class WorkerSupervisor:
             duties.HardTimeouts(self, config.hard_timeout_grace_seconds),
             duties.LeaseRenewal(self, config.heartbeat_seconds, config.lease_seconds),
             duties.RetryPromotion(self), duties.CancelWatch(self), duties.Reaper(self),
-            duties.RetentionSweep(self, config.run_retention_days)], self.worker_id)
+            duties.RetentionSweep(self, config.run_retention_days),
+            keycheck.ProbeWatch(self, config.queues)], self.worker_id)
 
     # -- what duties see (duties.Host) ------------------------------------------------------
     def executor_ids(self) -> list[str]:

@@ -19,11 +19,13 @@ def run() -> None:
 
 
 def _find(client: Any, run_id: str) -> str:
+    from flowkit._ids import shown
     from flowkit.store.flow_runs import resolve_flow_run_id
 
     found = resolve_flow_run_id(client, run_id)
     if found is None:
-        raise RunNotFound(f"no flow run with id {run_id!r}; `flowkit run ls` lists recent runs")
+        raise RunNotFound(f"no flow run with id {shown(run_id)}; `flowkit run ls` lists recent "
+                          "runs")
     return found
 
 

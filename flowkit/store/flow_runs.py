@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from flowkit._ids import is_run_id
 from flowkit.states import ALL_STATES, RunState
 from flowkit.store import functions, keys
 from flowkit.store._codec import decode
@@ -65,13 +66,17 @@ def record_flow_attempt(client: redis.Redis, flow_run_id: str, attempt: int) -> 
 
 
 def get_flow_run(client: redis.Redis, flow_run_id: str) -> dict[str, str] | None:
-    """One flow run's fields, or None."""
+    """One flow run's fields, or None (also for a string that is not a run id)."""
+    if not is_run_id(flow_run_id):
+        return None
     raw = call(client, client.hgetall, keys.flow_run(flow_run_id))
     return decode(raw) if raw else None
 
 
 def resolve_flow_run_id(client: redis.Redis, prefix: str) -> str | None:
     """The full id of a flow run given its id or a unique prefix of at least 6 characters."""
+    if not is_run_id(prefix):
+        return None
     if call(client, client.exists, keys.flow_run(prefix)):
         return prefix
     if len(prefix) < 6:

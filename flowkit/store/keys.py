@@ -78,6 +78,12 @@ def queue_workers(name: str) -> str:
     return f"{PREFIX}queue:{name}:workers"
 
 
+def probe(name: str) -> str:
+    """Hash of queue ``name``'s probes: per driver key id, a short payload sealed with that
+    key; a worker whose key has none would fail every task there (store/probes.py)."""
+    return f"{PREFIX}probe:{name}"
+
+
 def queue_stats(name: str) -> str:
     """Hash of queue ``name``'s counters, maintained by the scripts at every transition."""
     return QUEUE_STATS_PREFIX + name

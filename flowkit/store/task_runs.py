@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from flowkit._ids import is_run_id
 from flowkit.states import RunState
 from flowkit.store import functions, keys
 from flowkit.store._codec import decode
@@ -149,6 +150,8 @@ def retry(client: redis.Redis, limits: Limits, flow_run_id: str) -> tuple[int, i
 def get_task_runs(client: redis.Redis, flow_run_id: str, *, offset: int = 0,
                   limit: int = 1000) -> list[dict[str, str]]:
     """A page of a flow run's task runs in submission order."""
+    if not is_run_id(flow_run_id):
+        return []
     ids = call(client, client.zrange, keys.flow_run_tasks(flow_run_id), offset,
                offset + limit - 1)
     pipe = client.pipeline(transaction=False)
@@ -158,18 +161,24 @@ def get_task_runs(client: redis.Redis, flow_run_id: str, *, offset: int = 0,
 
 
 def get_task_run(client: redis.Redis, task_run_id: str) -> dict[str, str] | None:
-    """One task run's fields, or None."""
+    """One task run's fields, or None (also for a string that is not a run id)."""
+    if not is_run_id(task_run_id):
+        return None
     raw = call(client, client.hgetall, keys.task_run(task_run_id))
     return decode(raw) if raw else None
 
 
 def get_task_state(client: redis.Redis, task_run_id: str) -> RunState | None:
     """A task run's current state, or None when it does not exist."""
+    if not is_run_id(task_run_id):
+        return None
     raw = call(client, client.hget, keys.task_run(task_run_id), "state")
     return RunState(raw.decode()) if raw else None
 
 
 def get_history(client: redis.Redis, task_run_id: str) -> list[dict[str, Any]]:
     """A task run's state transitions, oldest first."""
+    if not is_run_id(task_run_id):
+        return []
     raw = call(client, client.lrange, keys.task_run_history(task_run_id), 0, -1)
     return [json.loads(item) for item in raw]
