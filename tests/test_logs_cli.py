@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from click.testing import CliRunner
 
 from flowkit import flow
@@ -70,6 +71,7 @@ def test_run_logs_bad_tail_is_one_line_and_exit_2(client, limits) -> None:
         assert "--tail" in line and repr(bad) in line
 
 
+@pytest.mark.slow
 def test_run_logs_says_how_many_lines_the_cap_dropped(client, limits) -> None:
     run_id = _run_with_lines(client, limits, 120_000)
     kept = client.xlen(keys.logs(run_id))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from flowkit._rate import FORWARD_LINES_PER_SECOND, TokenBucket
+from flowkit.errors import StoreError
 from flowkit.store import keys
 from flowkit.store._codec import decode
 from flowkit.store.connection import call
@@ -170,12 +171,12 @@ class LogCounts:
 def log_counts(client: redis.Redis, flow_run_id: str) -> LogCounts:
     """Written and kept lines of a flow run's log stream. The server counts every entry ever
     added to a stream (XINFO STREAM's entries-added), so no counter of our own is written."""
-    import redis as redis_lib
-
     try:
         info = call(client, client.xinfo_stream, keys.logs(flow_run_id))
-    except redis_lib.ResponseError:  # no stream: the run never logged
-        return LogCounts(0, 0)
+    except StoreError as exc:
+        if "no such key" in str(exc).lower():  # no stream: the run never logged
+            return LogCounts(0, 0)
+        raise
     kept = int(info.get("length", 0))
     return LogCounts(int(info.get("entries-added", kept)), kept)
 
