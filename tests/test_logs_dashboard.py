@@ -23,7 +23,8 @@ def _run(client, limits, lines: int, keep: int) -> str:
     flow_runs.create_flow_run(client, limits, run_id, "writer")
     for i in range(lines):
         append_log(client, run_id, {**RECORD, "message": f"line {i}"})
-    client.xtrim(keys.logs(run_id), maxlen=keep, approximate=False)  # what LOGS_MAXLEN does to a long run
+    # What LOGS_MAXLEN does to a long run, exactly:
+    client.xtrim(keys.logs(run_id), maxlen=keep, approximate=False)
     return run_id
 
 
