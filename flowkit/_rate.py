@@ -7,6 +7,7 @@ driver's reply stream should not crowd out the completion messages in the same s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
@@ -45,7 +46,8 @@ class EchoGate:
 
     Lines past the bucket's rate are counted per flow run; a summary per flow run is due with
     the next line echoed at least ``summary_seconds`` after the last summary, or when the
-    caller drains the gate (a task run ended).
+    caller drains the gate (a task run ended). Safe to share between threads (a driver's
+    listener and its flow threads echo).
     """
 
     def __init__(self, bucket: TokenBucket, summary_seconds: float = SUMMARY_SECONDS) -> None:
@@ -53,24 +55,35 @@ class EchoGate:
         self.summary_seconds = summary_seconds
         self._left_out: dict[str, int] = {}
         self._last_summary = bucket.clock() - summary_seconds
+        self._lock = threading.Lock()
 
     def admit(self, flow_run_id: str) -> tuple[bool, list[tuple[str, int]]]:
         """Whether to echo this line, and the summaries ``(flow run, lines left out)`` to
         print before it."""
-        if not self.bucket.take():
-            self.left_out(flow_run_id, 1)
-            return False, []
-        if self._left_out and self.bucket.clock() - self._last_summary >= self.summary_seconds:
-            return True, self.drain()
-        return True, []
+        with self._lock:
+            if not self.bucket.take():
+                self._count(flow_run_id, 1)
+                return False, []
+            if self._left_out and (self.bucket.clock() - self._last_summary
+                                   >= self.summary_seconds):
+                return True, self._drain()
+            return True, []
 
     def left_out(self, flow_run_id: str, count: int) -> None:
         """Count lines that were not echoed (here, or already by the executor)."""
-        if count > 0:
-            self._left_out[flow_run_id] = self._left_out.get(flow_run_id, 0) + count
+        with self._lock:
+            self._count(flow_run_id, count)
 
     def drain(self) -> list[tuple[str, int]]:
         """The summaries due now, forgetting them."""
+        with self._lock:
+            return self._drain()
+
+    def _count(self, flow_run_id: str, count: int) -> None:
+        if count > 0:
+            self._left_out[flow_run_id] = self._left_out.get(flow_run_id, 0) + count
+
+    def _drain(self) -> list[tuple[str, int]]:
         due, self._left_out = list(self._left_out.items()), {}
         if due:
             self._last_summary = self.bucket.clock()
