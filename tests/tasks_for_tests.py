@@ -102,3 +102,11 @@ def print_lines(n: int) -> int:
     for i in range(n):
         print(f"line {i}")
     return n
+
+
+@task(log_prints=True)
+def print_then_exit_hard(wait: float) -> None:
+    """Print a line, give the log buffer ``wait`` seconds, then kill the executor process."""
+    print(f"pid {os.getpid()} before the crash")
+    time.sleep(wait)
+    os._exit(9)

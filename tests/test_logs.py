@@ -12,7 +12,7 @@ from flowkit.store import keys
 from flowkit.store.logs import LogBuffer, log_counts, read_logs
 
 from conftest import wait_until
-from tasks_for_tests import chatty, print_lines
+from tasks_for_tests import chatty, print_lines, print_then_exit_hard
 
 RECORD = {"ts": "1.0", "level": "INFO", "message": "m", "task_run_id": "t1", "name": "x"}
 
@@ -113,3 +113,16 @@ def test_a_chatty_task_does_not_flood_the_driver(worker, client, capfd) -> None:
     left_out = sum(int(line.split("flowkit: ")[1].split()[0]) for line in summaries)
     assert len(echoed) + left_out == 100_000
     print(f"100,000 printed lines: {elapsed:.2f} s, {elapsed / 100_000 * 1e6:.1f} us per line")
+
+
+def test_lines_printed_before_an_executor_dies_are_kept(worker, client) -> None:
+    # The buffer writes within FLUSH_SECONDS (50 ms): a line printed 0.5 s before the process
+    # dies is in Redis although the attempt's outcome is never recorded by that executor.
+    future = print_then_exit_hard.submit(0.5)
+    flow_run_id = wait_until(lambda: client.hget(keys.task_run(future.task_run_id),
+                                                 "flow_run_id"), timeout=10).decode()
+    lines = wait_until(lambda: read_logs(client, flow_run_id), timeout=15,
+                       message="the line printed before the crash")
+    assert lines[0][1]["message"].endswith("before the crash")
+    assert lines[0][1]["task_run_id"] == future.task_run_id
+    future.cancel()
