@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from flowkit.context import flow_run_ctx, task_run_ctx
 
 if TYPE_CHECKING:
-    from flowkit.store.logs import LogBuffer
+    from contextlib import AbstractContextManager
+
+    from flowkit.store.logs import Line, LogBuffer
 
 _original_print = builtins.print
 _installed = False
@@ -72,7 +74,7 @@ def task_log_buffer(client: Any) -> LogBuffer:
     return _task_buffer
 
 
-def buffered_task_logs() -> Any:
+def buffered_task_logs() -> AbstractContextManager[list[Line]]:
     """A context manager giving the pending task log lines with the buffer's write lock held
     (an empty list when nothing was buffered): the executor writes them in the pipeline that
     records outcomes, before the outcomes."""
