@@ -166,3 +166,13 @@ def test_prune_in_a_terminal_asks_with_the_counts(worker, client, redis_url) -> 
     code, seen = _prune_in_a_terminal(redis_url, b"y\n")
     assert code == 0 and "deleted 1 flow runs and 3 task runs" in seen, seen
     assert flow_runs.get_flow_run(client, run_id) is None
+
+
+def test_run_logs_tail_then_follow_ends_with_the_run(client, limits) -> None:
+    run_id = _run_with_lines(client, limits, 20)
+    flow_runs.close_flow_run(client, limits, run_id)  # no task runs: it ends now
+    assert flow_runs.get_flow_run(client, run_id)["state"] in ("completed", "failed")
+    result = invoke("run", "logs", run_id, "--tail", "2", "--follow")
+    assert result.exit_code == 0
+    assert [line.rsplit(" - ", 1)[1] for line in result.stdout.splitlines()] == [
+        "line 18", "line 19"]
