@@ -100,7 +100,8 @@ def run_detail(client: Any, flow_run_id: str, query: s.RunQuery) -> s.RunDetail 
     return s.RunDetail(run=run, tasks=tasks, timeline=timeline(tasks),
                        page=s.PageInfo(offset=query.offset, limit=query.limit,
                                        total=run.task_total),
-                       logs=logs, logs_cursor=logs[-1].id if logs else "0-0")
+                       logs=logs, logs_cursor=logs[-1].id if logs else "0-0",
+                       log_counts=log_counts(client, flow_run_id))
 
 
 def timeline(tasks: list[s.TaskRow]) -> s.Timeline:
@@ -134,7 +135,13 @@ def log_tail(client: Any, flow_run_id: str) -> list[s.LogLine]:
 def logs_after(client: Any, flow_run_id: str, after: str) -> s.Logs:
     """Log lines after stream id ``after`` (for polling clients)."""
     return s.Logs(logs=[log_line(i, f) for i, f in run_logs.read_logs(
-        client, flow_run_id, after=after, count=1000)])
+        client, flow_run_id, after=after, count=1000)], log_counts=log_counts(client, flow_run_id))
+
+
+def log_counts(client: Any, flow_run_id: str) -> s.LogCounts:
+    """Written, kept and dropped log lines of a flow run."""
+    counts = run_logs.log_counts(client, flow_run_id)
+    return s.LogCounts(written=counts.written, kept=counts.kept, dropped=counts.dropped)
 
 
 def task_detail(client: Any, task_run_id: str) -> s.TaskDetail | None:

@@ -136,6 +136,15 @@ class LogLine(_Model):
     message: str
 
 
+class LogCounts(_Model):
+    """How many log lines a run wrote, how many its capped stream still keeps, and the
+    difference: the oldest lines, dropped."""
+
+    written: int = Field(description="lines ever written to the run's log stream")
+    kept: int = Field(description="lines the stream holds now (at most LOGS_MAXLEN)")
+    dropped: int = Field(description="oldest lines trimmed away by the cap: written - kept")
+
+
 class RunDetail(_Model):
     """One flow run: its fields, a page of task runs, their timeline and the log tail."""
 
@@ -145,10 +154,12 @@ class RunDetail(_Model):
     page: PageInfo
     logs: list[LogLine]
     logs_cursor: str
+    log_counts: LogCounts
 
 
 class Logs(_Model):
     logs: list[LogLine]
+    log_counts: LogCounts
 
 
 class TaskDetail(_Model):

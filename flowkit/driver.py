@@ -20,6 +20,7 @@ from flowkit._dependencies import Decision, DependencyTracker
 from flowkit._ids import new_id
 from flowkit._listener import ReplyListener
 from flowkit._local_workers import LocalWorkers
+from flowkit._rate import ECHO_LINES_PER_SECOND, EchoGate, TokenBucket, summary_line
 from flowkit._threads import raise_in_thread
 from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
 from flowkit.futures import TaskFuture
@@ -69,6 +70,7 @@ class Driver:
         self._adhoc_flow_run: str | None = None
         self._flow_threads: dict[str, int] = {}
         self._stopping = False
+        self._echo_gate = EchoGate(TokenBucket(ECHO_LINES_PER_SECOND))
         listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
                                   socket_timeout=settings.socket_timeout + 5)
         self._listener = ReplyListener(listener_client, self.reply_key, self._handle)
@@ -203,9 +205,10 @@ class Driver:
             thread_id = self._flow_threads.get(fields[b"id"].decode())
             if thread_id is not None:
                 raise_in_thread(thread_id, CancelledRun)
-        elif kind == b"log":
+        elif kind in (b"log", b"log_skipped"):
             self.echo({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
         elif kind == b"done":
+            self.echo_summaries()
             error = {k.decode(): (v if k == b"exception" else v.decode("utf-8", "replace"))
                      for k, v in fields.items()
                      if k in (b"error_type", b"error_message", b"traceback", b"exception")}
@@ -250,8 +253,18 @@ class Driver:
                                  {"error_type": UPSTREAM_FAILED, "error_message": message})
 
     def echo(self, record: dict[str, str]) -> None:
-        """Print one run log line to this driver's stderr."""
+        """Print one run log line to this driver's stderr, at most ECHO_LINES_PER_SECOND (a
+        chatty task must not flood a notebook); lines left out are counted and summed up in
+        one line that says where to read them all."""
         if not self.settings.echo_logs:
+            return
+        flow_run_id = record.get("flow_run_id", "")
+        if record.get("kind") == "log_skipped":  # lines the executor did not forward
+            self._echo_gate.left_out(flow_run_id, int(record.get("count") or 0))
+            return
+        admitted, summaries = self._echo_gate.admit(flow_run_id)
+        self.echo_summaries(summaries)
+        if not admitted:
             return
         ts = float(record.get("ts", time.time()))
         stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
@@ -260,6 +273,11 @@ class Driver:
             who = f"{who}-{record['task_run_id'][:6]}"
         sys.stderr.write(f"{stamp} | {record.get('level', 'INFO'):<7} | {who} - "
                          f"{record.get('message', '')}\n")
+
+    def echo_summaries(self, summaries: list[tuple[str, int]] | None = None) -> None:
+        """Print the "not echoed" lines due (by default: all of them, e.g. as a run ends)."""
+        for flow_run_id, count in self._echo_gate.drain() if summaries is None else summaries:
+            sys.stderr.write(summary_line(flow_run_id or "<id>", count) + "\n")
 
     # -- shutdown ---------------------------------------------------------------------------
     def close(self) -> None:

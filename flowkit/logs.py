@@ -1,8 +1,11 @@
 """Run loggers and print capture: log lines go to the flow run's stream in Redis.
 
 Lines written inside a task (on a worker) go to the flow run's log stream and to the stream of
-the driver that submitted it, which echoes them to its own stderr as they arrive. Lines written
-by the flow function itself (in the driver) are stored and echoed directly.
+the driver that submitted it, which echoes them to its own stderr as they arrive. They are
+buffered in the executor (:class:`flowkit.store.logs.LogBuffer`): a line costs microseconds,
+and the executor writes what is pending before it records the attempt's outcome, so the logs
+are complete and in order when the future resolves. Lines written by the flow function itself
+(in the driver) are stored and echoed directly.
 """
 
 from __future__ import annotations
@@ -12,12 +15,18 @@ import io
 import logging
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowkit.context import flow_run_ctx, task_run_ctx
 
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from flowkit.store.logs import Line, LogBuffer
+
 _original_print = builtins.print
 _installed = False
+_task_buffer: LogBuffer | None = None
 
 
 class _RunLogHandler(logging.Handler):
@@ -32,16 +41,15 @@ class _RunLogHandler(logging.Handler):
 
 def ship(level: str, message: str, created: float | None = None) -> None:
     """Store one log line for the current run (task run or flow run)."""
-    from flowkit.store.logs import append_log
-
     created = created or time.time()
     task_ctx = task_run_ctx.get()
     if task_ctx is not None and task_ctx.client is not None:
-        append_log(task_ctx.client, task_ctx.flow_run_id, {
+        task_log_buffer(task_ctx.client).add(task_ctx.flow_run_id, task_ctx.reply_to, {
             "ts": repr(created), "level": level, "message": message,
-            "task_run_id": task_ctx.task_run_id, "name": task_ctx.task_name},
-            reply_to=task_ctx.reply_to)
+            "task_run_id": task_ctx.task_run_id, "name": task_ctx.task_name})
         return
+    from flowkit.store.logs import append_log
+
     flow_ctx = flow_run_ctx.get()
     if flow_ctx is not None:
         from flowkit.driver import get_driver
@@ -50,7 +58,31 @@ def ship(level: str, message: str, created: float | None = None) -> None:
         record = {"ts": repr(created), "level": level, "message": message,
                   "task_run_id": "", "name": flow_ctx.flow_name}
         append_log(driver.client, flow_ctx.flow_run_id, record)
-        driver.echo(record)
+        driver.echo({**record, "flow_run_id": flow_ctx.flow_run_id})
+
+
+def task_log_buffer(client: Any) -> LogBuffer:
+    """The buffer of task log lines of this process (an executor), writing through
+    ``client``."""
+    from flowkit.store.logs import LogBuffer
+
+    global _task_buffer
+    if _task_buffer is None or _task_buffer.client is not client:
+        if _task_buffer is not None:
+            _task_buffer.close()
+        _task_buffer = LogBuffer(client)
+    return _task_buffer
+
+
+def buffered_task_logs() -> AbstractContextManager[list[Line]]:
+    """A context manager giving the pending task log lines with the buffer's write lock held
+    (an empty list when nothing was buffered): the executor writes them in the pipeline that
+    records outcomes, before the outcomes."""
+    import contextlib
+
+    if _task_buffer is None:
+        return contextlib.nullcontext([])
+    return _task_buffer.writing()
 
 
 _handler = _RunLogHandler()

@@ -94,3 +94,19 @@ def cached_count(marker: str, payload: object = None, delay: float = 0.0) -> str
 
 class Opaque:
     """Picklable, but with no stable encoding for a cache key."""
+
+
+@task(log_prints=True)
+def print_lines(n: int) -> int:
+    """Print ``n`` numbered lines (log capture tests)."""
+    for i in range(n):
+        print(f"line {i}")
+    return n
+
+
+@task(log_prints=True)
+def print_then_exit_hard(wait: float) -> None:
+    """Print a line, give the log buffer ``wait`` seconds, then kill the executor process."""
+    print(f"pid {os.getpid()} before the crash")
+    time.sleep(wait)
+    os._exit(9)

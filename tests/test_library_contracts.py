@@ -309,11 +309,12 @@ def test_library_contract(case: Case, client: Any, limits: Any) -> None:
 
 
 def test_every_library_function_but_prune_has_a_contract_case() -> None:
-    """prune has its own tests (test_retention.py) over real flow runs."""
+    """prune has its own tests (test_retention.py) over real flow runs, prune_preview too
+    (test_prune_preview.py)."""
     import re
 
     registered = set(re.findall(r"register\('([a-z_]+)'", functions.library().source))
-    assert registered - {c.fn for c in CASES} == {"prune"}
+    assert registered - {c.fn for c in CASES} == {"prune", "prune_preview"}
 
 
 def test_no_library_file_spells_a_key_or_a_state_table() -> None:

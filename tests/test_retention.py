@@ -96,9 +96,9 @@ def test_cli_prune_reports_what_it_deleted(worker, client, redis_url):
     flow_run_id = _newest_run(client)
     time.sleep(0.05)
     done = subprocess.run([sys.executable, "-m", "flowkit", "run", "prune", "--older-than",
-                           "0.0000001", "--json", "--redis-url", redis_url],
+                           "0.0000001", "--json", "--yes", "--redis-url", redis_url],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {"flow_runs": 1, "task_runs": 2,
-                                       "older_than_days": 1e-07}
+                                       "older_than_days": 1e-07, "dry_run": False}
     assert flow_runs.get_flow_run(client, flow_run_id) is None

@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from flowkit.errors import StoreConnectionError
+from flowkit.logs import buffered_task_logs
 from flowkit.serializers import SigningKey, load_signing_key
 from flowkit.store import attempts, functions
 from flowkit.store.attempts import Claim
 from flowkit.store.connection import connect
 from flowkit.store.limits import Limits
+from flowkit.store.logs import Line, add_lines
 from flowkit.workers.batching import BatchPolicy
 from flowkit.workers.execution import Attempt, ExecutionContext, run_attempt
 from flowkit.workers.slots import Slot
@@ -128,11 +130,19 @@ class Executor:
     def _flush(self, done: list[tuple[Claim, Attempt]], claim: bool,
                give_back: list[Claim] | None = None, limit: int | None = None) -> list[Claim]:
         """Record outcomes, give back unstarted claims and (optionally) claim the next batch,
-        in one round trip."""
-        if not done and not claim and not give_back:
+        in one round trip, after the task log lines buffered so far (same round trip)."""
+        with buffered_task_logs() as lines:
+            return self._record(done, claim, give_back, limit, lines)
+
+    def _record(self, done: list[tuple[Claim, Attempt]], claim: bool,
+                give_back: list[Claim] | None, limit: int | None,
+                lines: list[Line]) -> list[Claim]:
+        if not done and not claim and not give_back and not lines:
             return []
 
         def build(pipe: Any) -> None:
+            if lines:
+                add_lines(pipe, lines)
             if done:
                 attempts.finish(self.client, self.limits, self.worker_id, self.executor_id,
                                 [(c, a.outcome) for c, a in done], pipe=pipe)

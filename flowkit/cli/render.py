@@ -150,6 +150,16 @@ def log_lines(lines: list[dict[str, str]], as_json: bool) -> None:
     sys.stdout.flush()
 
 
+def logs_dropped(flow_run_id: str, written: int, kept: int, as_json: bool) -> None:
+    """Tell the reader (on stderr: stdout stays the lines) how many lines the cap trimmed."""
+    if as_json:
+        sys.stderr.write(json.dumps({"flow_run_id": flow_run_id, "written": written,
+                                     "kept": kept, "dropped": written - kept}) + "\n")
+        return
+    sys.stderr.write(f"flowkit: {written - kept} older log lines of flow run {flow_run_id} "
+                     f"were dropped (the stream keeps the last {kept} of {written} written)\n")
+
+
 def workers(rows: list[dict[str, Any]], as_json: bool) -> None:
     if as_json:
         _json(rows)
@@ -186,12 +196,15 @@ def cancelled(flow_run_id: str, dropped: int, flagged: int, as_json: bool) -> No
                    f"dropped, {flagged} running being stopped")
 
 
-def pruned(flow_runs: int, task_runs: int, days: float, as_json: bool) -> None:
+def pruned(flow_runs: int, task_runs: int, days: float, as_json: bool,
+           dry_run: bool = False) -> None:
     if as_json:
-        _json({"flow_runs": flow_runs, "task_runs": task_runs, "older_than_days": days})
+        _json({"flow_runs": flow_runs, "task_runs": task_runs, "older_than_days": days,
+               "dry_run": dry_run})
         return
-    _console.print(f"deleted {flow_runs} flow runs and {task_runs} task runs that ended more "
-                   f"than {days:g} days ago")
+    verb = "would delete" if dry_run else "deleted"
+    _console.print(f"{verb} {flow_runs} flow runs and {task_runs} task runs that ended more "
+                   f"than {days:g} days ago" + (" (dry run: nothing deleted)" if dry_run else ""))
 
 
 def cache_explanation(info: dict[str, Any], as_json: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -9,7 +10,7 @@ import click
 
 from flowkit.cli import render
 from flowkit.cli.options import json_option, limits, with_client
-from flowkit.errors import RunNotFound
+from flowkit.errors import ConfigurationError, RunNotFound
 from flowkit.states import RunState
 
 
@@ -64,23 +65,55 @@ def show(client: Any, run_id: str, as_json: bool, limit: int) -> None:
 @click.argument("run_id")
 @with_client
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines until the run ends.")
+@click.option("--tail", "tail", default=None, metavar="N",
+              help="Only the last N lines (then new ones, with --follow).")
 @json_option
-def logs(client: Any, run_id: str, follow: bool, as_json: bool) -> None:
-    """Print a flow run's log lines."""
+def logs(client: Any, run_id: str, follow: bool, tail: str | None, as_json: bool) -> None:
+    """Print a flow run's log lines: all it has, oldest first (one JSON object per line with
+    --json). Lines trimmed by the stream's cap are counted on stderr."""
+    from flowkit.store.logs import iter_logs, log_counts, tail_logs
+
+    count = None if tail is None else _line_count(tail, "--tail")
+    flow_run_id = _find(client, run_id)
+    counts = log_counts(client, flow_run_id)
+    if counts.dropped and (count is None or count > counts.kept):
+        render.logs_dropped(flow_run_id, counts.written, counts.kept, as_json)
+    last = "-"
+    pages = iter([tail_logs(client, flow_run_id, count)]) if count else iter_logs(client,
+                                                                                 flow_run_id)
+    for entries in pages:
+        if entries:
+            last = entries[-1][0]
+            render.log_lines([fields for _, fields in entries], as_json)
+    if follow:
+        _follow(client, flow_run_id, last, as_json)
+
+
+def _line_count(value: str, option: str) -> int:
+    """A count of lines given on the command line (a whole number, at least 1)."""
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigurationError(f"{option} takes a whole number of lines (1 or more), not "
+                                 f"{value!r}")
+    return count
+
+
+def _follow(client: Any, flow_run_id: str, last: str, as_json: bool) -> None:
+    """Print new log lines of a flow run as they come, until it has ended and gone quiet."""
     from flowkit.store.flow_runs import get_flow_run
     from flowkit.store.logs import read_logs
 
-    flow_run_id = _find(client, run_id)
-    last = "-"
     while True:
         entries = read_logs(client, flow_run_id, after=last)
         if entries:
             last = entries[-1][0]
             render.log_lines([fields for _, fields in entries], as_json)
-        if not follow:
-            return
+            continue
         state = (get_flow_run(client, flow_run_id) or {}).get("state", "")
-        if state and RunState(state).is_terminal and not entries:
+        if state and RunState(state).is_terminal:
             return
         time.sleep(0.3)
 
@@ -103,27 +136,39 @@ def cancel(client: Any, run_id: str, as_json: bool) -> None:
 @click.option("--older-than", "days", type=click.FloatRange(min=0), default=None,
               help="Delete finished runs that ended more than this many days ago "
                    "[default: FLOWKIT_RUN_RETENTION_DAYS].")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--yes", "-y", is_flag=True,
+              help="Delete without asking (needed when stdin is not a terminal).")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing.")
 @with_client
 @json_option
-def prune(client: Any, days: float | None, yes: bool, as_json: bool) -> None:
+def prune(client: Any, days: float | None, yes: bool, dry_run: bool, as_json: bool) -> None:
     """Delete finished flow runs (with task runs, results and logs) past the retention.
 
     Workers do this once a minute on their own; this is for a one-off cleanup. Runs still
-    going, or with task runs still queued or running, are kept whatever their age.
+    going, or with task runs still queued or running, are kept whatever their age. It asks
+    first (with the counts) unless --yes is given; --dry-run only counts.
     """
     from flowkit.settings import get_settings
-    from flowkit.store.retention import prune_all
+    from flowkit.store.retention import preview_prune, prune_all
 
     if days is None:
         days = get_settings().run_retention_days
         if not days:
             raise click.UsageError("FLOWKIT_RUN_RETENTION_DAYS is 0 (keep forever): pass "
                                    "--older-than DAYS to prune anyway")
-    if not yes and not as_json:
-        click.confirm(f"Delete every finished flow run that ended more than {days:g} days ago?",
-                      abort=True)
-    pruned = prune_all(client, limits(), time.time() - days * 86400)
+    cutoff = time.time() - days * 86400
+    if dry_run:
+        due = preview_prune(client, limits(), cutoff)
+        render.pruned(due.flow_runs, due.task_runs, days, as_json, dry_run=True)
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ConfigurationError("run prune asks before deleting and stdin is not a "
+                                     "terminal: pass --yes to delete, or --dry-run to count")
+        due = preview_prune(client, limits(), cutoff)
+        click.confirm(f"Delete {due.flow_runs} finished flow runs ({due.task_runs} task runs) "
+                      f"that ended more than {days:g} days ago?", abort=True, err=True)
+    pruned = prune_all(client, limits(), cutoff)
     render.pruned(pruned.flow_runs, pruned.task_runs, days, as_json)
 
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 #: Task runs deleted per call of prune: bounds how long one call holds Redis.
 PRUNE_BATCH_TASK_RUNS = 2000
+#: Flow runs looked at per call of prune_preview (each costs two reads).
+PREVIEW_BATCH_FLOW_RUNS = 1000
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,17 @@ def prune_all(client: redis.Redis, limits: Limits, ended_before: float,
         flows, tasks = flows + pruned.flow_runs, tasks + pruned.task_runs
         if not pruned.more or (stop_at is not None and time.monotonic() >= stop_at):
             return Pruned(flows, tasks, pruned.more)
+
+
+def preview_prune(client: redis.Redis, limits: Limits, ended_before: float,
+                  batch: int = PREVIEW_BATCH_FLOW_RUNS) -> Pruned:
+    """What :func:`prune_all` would delete now (flow runs, task runs), deleting nothing; it
+    asks the same rule as prune (prune.lua's ``prunable``), ``batch`` flow runs per call."""
+    flows = tasks = 0
+    cursor = 0
+    while True:
+        more_flows, more_tasks, cursor = functions.call(
+            client, "prune_preview", limits, [ended_before, cursor, batch])
+        flows, tasks = flows + int(more_flows), tasks + int(more_tasks)
+        if not int(cursor):
+            return Pruned(flows, tasks, False)

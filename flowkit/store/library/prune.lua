@@ -3,6 +3,36 @@
 -- The work per call is bounded (a run with 100,000 task runs goes over several calls), so
 -- Redis never stalls; the caller repeats while the reply says there is more.
 
+-- Whether flow run `id` may go now: finished, ended (or, without an end, created) before the
+-- cutoff, and no task run still queued, running or retrying; an index entry whose hash is gone
+-- may go too. Returns that and the fields read. One rule for prune and prune_preview.
+local function prunable(id, cutoff)
+  local f = read(K.flow_run(id), {'state', 'ended', 'created', 'name', 'n_pending', 'n_running',
+                                  'n_retrying'})
+  local ended = tonumber(f.ended or f.created or '0') or 0
+  local busy = (tonumber(f.n_pending) or 0) + (tonumber(f.n_running) or 0) +
+               (tonumber(f.n_retrying) or 0)
+  return not (f.state and (not S.TERMINAL[f.state] or ended >= cutoff or busy > 0)), f
+end
+
+-- prune_preview(a): a[1] = cutoff (as for prune)   a[2] = cursor: skip this many flow runs
+-- of the index range (0 first, then the reply's third value)   a[3] = look at this many
+-- Writes nothing. Returns {flow runs that would go, their task runs, next cursor or 0: done}.
+register('prune_preview', function(_, args)
+  local _, a = context(args)
+  local cutoff, offset, count = tonumber(a[1]), tonumber(a[2]), tonumber(a[3])
+  local batch = redis.call('ZRANGEBYSCORE', K.FLOW_RUNS, '-inf', cutoff, 'LIMIT', offset, count)
+  local flows, tasks = 0, 0
+  for _, id in ipairs(batch) do
+    if prunable(id, cutoff) then
+      flows = flows + 1
+      tasks = tasks + redis.call('ZCARD', K.flow_run_tasks(id))
+    end
+  end
+  if #batch < count then return {flows, tasks, 0} end
+  return {flows, tasks, offset + #batch}
+end)
+
 -- prune(a): a[1] = cutoff: flow runs that ended (or, without an end, were created) before it
 -- go   a[2] = at most this many task runs per call
 -- Runs still going, or with task runs still queued, running or retrying, are kept.
@@ -17,12 +47,8 @@ register('prune', function(_, args)
     for _, id in ipairs(batch) do
       if budget <= 0 then return {flows, tasks, 1} end
       local fr = K.flow_run(id)
-      local f = read(fr, {'state', 'ended', 'created', 'name', 'n_pending', 'n_running',
-                          'n_retrying'})
-      local ended = tonumber(f.ended or f.created or '0') or 0
-      local busy = (tonumber(f.n_pending) or 0) + (tonumber(f.n_running) or 0) +
-                   (tonumber(f.n_retrying) or 0)
-      if f.state and (not S.TERMINAL[f.state] or ended >= cutoff or busy > 0) then
+      local may_go, f = prunable(id, cutoff)
+      if not may_go then
         skipped = skipped + 1  -- still running, or ended recently: kept for now
       else
         local index = K.flow_run_tasks(id)
