@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from flowkit.states import RunState
-from flowkit.store import attempts, flow_runs, functions, task_runs
+from flowkit.store import attempts, flow_runs, functions, task_runs, workers
+from flowkit.store.clock import server_time
 from flowkit.store.attempts import Claim, Outcome
 from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
@@ -72,6 +73,12 @@ def flow_with(*tasks: tuple[str, str], **flow_fields: Any) -> Callable[[Any], No
             seed_task_run(c, task_run_id, state=state, attempt=1 if state != "pending" else 0,
                           queued=state == "pending")
     return given
+
+
+def heartbeat_age(c: Any, worker_id: str) -> int:
+    """Seconds between the server's now and a worker's heartbeat stamp (0 when it is the
+    server's clock; a host clock off by an hour would show -3600 or 3600)."""
+    return round(server_time(c) - float(c.hget(f"flowkit:worker:{worker_id}", "heartbeat")))
 
 
 def leader_and_waiter(c: Any) -> None:
@@ -152,6 +159,14 @@ CASES = [
          finish(("t1", 1, Outcome("failed", error_type="builtins.ValueError", retry_delay=0))),
          {"task:t1.state": "retrying", f"queue:{QUEUE}": ["t1"], "retries_due": {},
           "job:t1.status": "queued"}),
+    Case("finish", "finish of a failure retried at once goes to the front, before a backlog",
+         lambda c: (running("t1")(c), seed_task_run(c, "b1", queued=True)),
+         finish(("t1", 1, Outcome("failed", error_type="builtins.ValueError", retry_delay=0))),
+         {f"queue:{QUEUE}": ["t1", "b1"]}),
+    Case("reap", "reap's crash re-run goes to the front of its queue, before a backlog",
+         lambda c: (running("t1", lease=1.0)(c), seed_task_run(c, "b1", queued=True)),
+         lambda c, lim: attempts.reap_expired_leases(c, lim),
+         {f"queue:{QUEUE}": ["t1", "b1"]}, returns=["t1"]),
     Case("finish", "finish of a final failure keeps the RQ job (expiring) for a dashboard retry",
          running("t1"),
          finish(("t1", 1, Outcome("failed", error_type="builtins.ValueError",
@@ -179,11 +194,26 @@ CASES = [
           f"queue:{QUEUE}": ["t1"], "leases": [], "flow:f1.n_running": "0",
           "flow:f1.n_pending": "1", "queue_stats.running": 0, "processing:w1.0": []},
          returns=1),
+    Case("renew", "renew takes a duration: the new deadline is the server's now plus it",
+         running("t1", lease=1.0),
+         lambda c, lim: attempts.renew_leases(c, lim, "w1", ["t1"], 30, running=["t1"]),
+         {"lease_in": {"t1": 30}}, returns=1),
+    Case("renew", "time is the server's: a caller's clock in ARGV[1] is ignored",
+         running("t1", lease=1.0),
+         lambda c, lim: c.fcall(functions.library().prefix + "renew", 0, "1.0",
+                                lim.result_ttl_ms, lim.inline_bytes, lim.max_crashes,
+                                "w1", 30, 1, "t1"),
+         {"lease_in": {"t1": 30}}, returns=1),
+    Case("heartbeat", "heartbeat is stamped with the server's TIME, in the registry and queues",
+         lambda c: None,
+         lambda c, lim: (workers.register_worker(c, "w9", [QUEUE], 2, "x"),
+                         heartbeat_age(c, "w9"), workers.live_workers_for(c, QUEUE))[1:],
+         {}, returns=(0, 1), tasks=[], flows=[]),
     Case("renew", "renew extends the leases of this worker's running attempts only",
          lambda c: (seed_flow_run(c, "f1"),
                     seed_task_run(c, "t1", state="running", attempt=1, lease=1.0),
                     seed_task_run(c, "t2", state="running", attempt=1, worker="w2", lease=1.0)),
-         lambda c, lim: attempts.renew_leases(c, lim, "w1", ["t1", "t2"], 2e9, running=["t1"]),
+         lambda c, lim: attempts.renew_leases(c, lim, "w1", ["t1", "t2"], 30, running=["t1"]),
          {"task:t1.in_hand": "1", "leases": ["t1", "t2"]}, returns=1),
     # -- reap -------------------------------------------------------------------------------
     Case("reap", "reap crashes an expired lease and retries at once",
@@ -222,6 +252,13 @@ CASES = [
          lambda c, lim: attempts.end_unreported(c, lim, "cancelled", "stopped", ["t1"]),
          {"task:t1.state": "cancelled", "job:t1.status": None, "flow:f1.state": "cancelled",
           "index:f1": ["cancelled"]}),
+    Case("promote", "promote puts due retries at the front of their queue, earliest due first",
+         lambda c: (seed_flow_run(c, "f1"), seed_task_run(c, "t1", state="retrying"),
+                    seed_task_run(c, "t2", state="retrying"),
+                    seed_task_run(c, "b1", queued=True), seed_task_run(c, "b2", queued=True),
+                    c.zadd("flowkit:retries:due", {"t1": 1.0, "t2": 2.0})),
+         lambda c, lim: attempts.promote_due_retries(c, lim),
+         {f"queue:{QUEUE}": ["t1", "t2", "b1", "b2"]}, returns=2),
     Case("promote", "promote queues the retries that are due and leaves the others",
          lambda c: (seed_flow_run(c, "f1"), seed_task_run(c, "t1", state="retrying"),
                     seed_task_run(c, "t2", state="retrying"),

@@ -28,7 +28,8 @@ class Claim:
     attempt: int
     flow_run_id: str
     reply_to: str
-    #: When the claim reply arrived (the claim stamped the run as started then).
+    #: When the claim reply arrived, by this host's clock (the claim stamped the run as started
+    #: then, by the server's): finish() sends a later start as a delay after it.
     claimed_at: float = 0.0
 
 
@@ -82,7 +83,7 @@ def finish(client: redis.Redis, limits: Limits, worker_id: str, executor_id: str
         args += [claimed.id, claimed.attempt, o.state, o.result, o.error_type,
                  o.error_message, o.traceback, o.exception,
                  "" if o.retry_delay is None else o.retry_delay,
-                 "" if o.started is None else repr(o.started)]
+                 "" if o.started is None else repr(max(0.0, o.started - claimed.claimed_at))]
     return functions.call(client, "finish", limits, args, pipe=pipe)
 
 
@@ -94,9 +95,10 @@ def release(client: redis.Redis, limits: Limits, worker_id: str, executor_id: st
 
 
 def renew_leases(client: redis.Redis, limits: Limits, worker_id: str, task_run_ids: list[str],
-                 deadline: float, running: list[str] | None = None) -> int:
-    """Push the lease deadline of this worker's attempts to ``deadline``; mark those
-    ``running`` right now, so that if the worker dies only they count as crashed (reap.lua)."""
+                 lease_seconds: float, running: list[str] | None = None) -> int:
+    """Extend the leases of this worker's attempts to ``lease_seconds`` from the server's
+    now (a duration, not a deadline: the host's clock may be off); mark those ``running``
+    right now, so that if the worker dies only they count as crashed (reap.lua)."""
     held_ids = set(task_run_ids)
     running = [i for i in running or [] if i in held_ids]
     in_hand = set(running)
@@ -104,7 +106,7 @@ def renew_leases(client: redis.Redis, limits: Limits, worker_id: str, task_run_i
     if not held:
         return 0
     return int(functions.call(client, "renew", limits,
-                              [worker_id, deadline, len(running), *held]))
+                              [worker_id, lease_seconds, len(running), *held]))
 
 
 def end_unreported(client: redis.Redis, limits: Limits, outcome: str, message: str,

@@ -75,8 +75,9 @@ end)
 -- a[1] = executor id   a[2] = worker id
 -- then 10 values per outcome: task run id, attempt, state ('completed', 'failed',
 -- 'timed_out'), sealed result ('' = none), error type ('' = none), error message,
--- traceback, sealed exception pickle, retry delay seconds ('' = no retry), when the attempt
--- really started ('' = as claimed; a batched claim starts later than it was claimed).
+-- traceback, sealed exception pickle, retry delay seconds ('' = no retry), how many seconds
+-- after its claim the attempt really started ('' = as claimed; a batched claim starts later
+-- than it was claimed). A delay, not a time: the executor's clock may be off from the server's.
 -- Returns how many outcomes were recorded (the others were fenced off).
 register('finish', function(_, args)
   local ctx, a = context(args)
@@ -87,7 +88,9 @@ register('finish', function(_, args)
     redis.call('LREM', processing, 0, id)
     local t = load_task(id)
     if t.state == 'running' and t.attempt == attempt then
-      if started ~= '' then correct_start(t, started) end
+      if started ~= '' and t.started then
+        correct_start(t, string.format('%.6f', tonumber(t.started) + tonumber(started)))
+      end
       local err = a[i + 4] ~= '' and a[i + 4] or nil
       if a[i + 8] ~= '' then
         schedule_attempt(ctx, t, tonumber(a[i + 8]), {
@@ -123,7 +126,7 @@ register('release', function(_, args)
 end)
 
 -- renew(a): extend the leases of the attempts a worker holds (called by its supervisor).
--- a[1] = worker id   a[2] = new deadline (epoch seconds)
+-- a[1] = worker id   a[2] = lease seconds: the new deadline is the server's now + this
 -- a[3] = how many of the ids that follow are running right now (they come first)
 -- a[4..] = task run ids in the worker's processing lists
 -- Only attempts still running on this worker are renewed; a lease the reaper already
@@ -132,13 +135,13 @@ end)
 -- crashed (reap.lua), not what its executors had claimed and not started.
 -- Returns how many leases were extended.
 register('renew', function(_, args)
-  local _, a = context(args)
-  local n, in_hand = 0, tonumber(a[3])
+  local ctx, a = context(args)
+  local n, in_hand, deadline = 0, tonumber(a[3]), ctx.now + tonumber(a[2])
   for i = 4, #a do
     local tr = K.task_run(a[i])
     local f = redis.call('HMGET', tr, 'state', 'worker', 'attempt')
     if f[1] == 'running' and f[2] == a[1] then
-      n = n + redis.call('ZADD', K.LEASES, 'XX', 'CH', a[2], a[i])
+      n = n + redis.call('ZADD', K.LEASES, 'XX', 'CH', deadline, a[i])
       if i < 4 + in_hand then redis.call('HSET', tr, 'in_hand', f[3]) end
     end
   end
