@@ -94,3 +94,15 @@ def cached_count(marker: str, payload: object = None, delay: float = 0.0) -> str
 
 class Opaque:
     """Picklable, but with no stable encoding for a cache key."""
+
+
+@task
+def fail_first_time(path: str) -> str:
+    """Fail on the first execution (recorded in ``path``), succeed on the next ones."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    with open(path) as f:
+        runs = len(f.read().split())
+    if runs == 1:
+        raise RuntimeError("first attempt fails on purpose")
+    return f"ran {runs} times"
