@@ -20,6 +20,7 @@ import pytest
 from flowkit.states import RunState
 from flowkit.store import attempts, flow_runs, functions, task_runs, workers
 from flowkit.store.clock import server_time
+from flowkit.store.limits import CLAIM_SKIP_MAX
 from flowkit.store.attempts import Claim, Outcome
 from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
@@ -281,6 +282,31 @@ CASES = [
          {"flow:f1.state": "cancelled", "task:t2.state": "cancelled", "task:t1.state": "running",
           "cancelling": ["t1"], "flow:f1.error_type": "flowkit.errors.CancelledRun",
           R: [("cancel_flow", "f1", ""), ("done", "t2", "cancelled")]}, returns=(1, 1)),
+    Case("cancel", "cancelling a big flow run goes in bounded chunks and sweeps its queue",
+         lambda c: (seed_flow_run(c, "f1"), seed_task_run(c, "x1", queued=True),
+                    [seed_task_run(c, f"t{i}", queued=True) for i in range(1200)],
+                    seed_task_run(c, "x2", flow_run_id="f2", queued=True)),
+         lambda c, lim: task_runs.cancel(c, lim, flow_run_id="f1", message="stop"),
+         {"flow:f1.state": "cancelled", "flow:f1.n_cancelled": "1201", "flow:f1.n_pending": "0",
+          "task:t1199.state": "cancelled", f"queue:{QUEUE}": ["x2"]},
+         returns=(1201, 0), tasks=["t1199"]),
+    Case("sweep", "sweep removes ended ids from a stretch of a queue and keeps the others' order",
+         lambda c: (seed_flow_run(c, "f1"),
+                    [seed_task_run(c, f"t{i}", state="cancelled" if i % 2 else "pending",
+                                   queued=True) for i in range(6)],
+                    c.rpush(f"rq:queue:{QUEUE}", "not-a-task-run")),
+         lambda c, lim: functions.call(c, "sweep", lim, [QUEUE, 1, 4]),
+         {f"queue:{QUEUE}": ["t0", "t2", "t4", "t5", "not-a-task-run"]},
+         returns=[3, 4, 2], tasks=[]),
+    Case("claim", "claim drops at most CLAIM_SKIP_MAX ended ids per call, then rings the bell",
+         lambda c: (seed_flow_run(c, "f1"),
+                    c.rpush(f"rq:queue:{QUEUE}", *[f"gone{i}" for i in range(CLAIM_SKIP_MAX)]),
+                    seed_task_run(c, "t1", queued=True)),
+         lambda c, lim: (len(attempts.claim(c, lim, "w1", "w1.0", [QUEUE], lease_seconds=30)),
+                         c.llen(f"flowkit:bell:{QUEUE}") > 0,
+                         len(attempts.claim(c, lim, "w1", "w1.0", [QUEUE], lease_seconds=30))),
+         {f"queue:{QUEUE}": [], "task:t1.state": "running", "processing:w1.0": ["t1"]},
+         returns=(0, True, 1)),
     Case("retry", "retry sends failed runs back to the queue and reopens an ended flow run",
          flow_with(("t1", "failed"), ("t2", "completed"), state="failed"),
          lambda c, lim: task_runs.retry(c, lim, "f1"),

@@ -25,17 +25,20 @@ end
 -- a[8..] = queue names in priority order
 -- Returns a list of {id, envelope head, envelope body (false: too large), attempt,
 -- flow_run_id, reply_to}. Ids that are neither pending nor retrying (cancelled, finished)
--- are dropped from the processing list and skipped.
+-- are dropped from the processing list and skipped, at most C.CLAIM_SKIP_MAX of them per
+-- call (a cancelled run may have left thousands queued): past that the call ends with what
+-- it has and rings the queue's bell, so that the next claim carries on.
 register('claim', function(_, args)
   local ctx, a = context(args)
   local worker, executor, lease, limit = a[1], a[2], tonumber(a[3]), tonumber(a[4])
   local processing = K.processing(executor)
-  local claims = {}
+  local claims, skipped = {}, 0
 
   local function take(id)
     local t = load_task(id)
     if t.state ~= 'pending' and t.state ~= 'retrying' then
       redis.call('LREM', processing, 0, id)
+      skipped = skipped + 1
       return
     end
     local attempt = start_attempt(ctx, t, worker, executor, lease)
@@ -59,6 +62,10 @@ register('claim', function(_, args)
   end
   local qi = 8
   while #claims < limit and qi <= #a do
+    if skipped >= C.CLAIM_SKIP_MAX then
+      ring(a[qi], 1)  -- ended ids still ahead: wake an executor to carry on
+      break
+    end
     local id = redis.call('LMOVE', K.queue(a[qi]), processing, 'LEFT', 'RIGHT')
     if id then
       take(id)
