@@ -55,10 +55,11 @@ end)
 -- the supervisor running each kills it and records CANCELLED (reap).
 -- a[1] = message   a[2] = flow run id ('' = none): the flow run ends CANCELLED and its driver
 -- is told to stop the flow function (the caller sends its task runs in the chunks)
--- a[3..] = task run ids
--- A queued id stays on its queue list: removing it here would be an LREM per id, each a walk
--- of the whole list (20,000 ids behind a backlog blocked the server for seconds). The claim
--- drops ids that are no longer queued-state, and sweep (below) removes them in bounded chunks.
+-- a[3] = '1' to take the cancelled ids off their queues here (a handful: one LREM each)
+-- a[4..] = task run ids
+-- Otherwise a queued id stays on its queue list: an LREM per id walks the whole list each
+-- time (20,000 ids behind a backlog blocked the server for seconds). The claim drops ids
+-- that are no longer queued-state, and sweep (below) removes them in bounded stretches.
 -- Returns {task runs cancelled at once, running attempts flagged, queue names that still
 -- hold cancelled ids...}.
 register('cancel', function(_, args)
@@ -72,14 +73,15 @@ register('cancel', function(_, args)
     end
   end
   local dropped, flagged, queues, out = 0, 0, {}, {0, 0}
-  for i = 3, #a do
+  for i = 4, #a do
     local t = load_task(a[i])
     if t.state == 'pending' or t.state == 'retrying' then
       redis.call('ZREM', K.RETRIES_DUE, t.id)
+      if a[3] == '1' then redis.call('LREM', K.queue(t.queue or ''), 1, t.id) end
       if end_task_run(ctx, t, 'cancelled', {error_type = C.ERROR_TYPES.cancelled,
                                             message = message}) then
         dropped = dropped + 1
-        if t.queue and not queues[t.queue] then
+        if a[3] ~= '1' and t.queue and not queues[t.queue] then
           queues[t.queue] = true
           table.insert(out, t.queue)
         end
