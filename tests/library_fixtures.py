@@ -5,7 +5,7 @@
 ``task:<id>.<field>``, ``flow:<id>.<field>``, ``queue:<name>``, ``job:<id>.status`` (None when
 the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``lease_in`` and ``retries_due`` (seconds from
 the server's now), ``events`` ((kind, id, state) tuples), ``reply:<stream>`` ((kind, id, state) tuples),
-``deadletter``,
+``deadletter``, ``logs:<flow run>`` (the messages),
 ``cache:<key>`` (stored or not), ``processing:<executor>``.
 """
 
@@ -91,6 +91,8 @@ def observe(client: Any, tasks: list[str], flows: list[str],
     for f in flows:
         for k, v in client.hgetall(keys.flow_run(f)).items():
             seen[f"flow:{f}.{k.decode()}"] = v.decode()
+        seen[f"logs:{f}"] = [fields[b"message"].decode()
+                             for _, fields in client.xrange(keys.logs(f))]
         seen[f"index:{f}"] = [s.value for s in ALL_STATES
                               if client.zscore(keys.flow_runs_in_state(s.value), f) is not None]
     seen[f"queue:{QUEUE}"] = [i.decode() for i in client.lrange(keys.queue(QUEUE), 0, -1)]

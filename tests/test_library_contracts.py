@@ -76,6 +76,11 @@ def flow_with(*tasks: tuple[str, str], **flow_fields: Any) -> Callable[[Any], No
     return given
 
 
+STALE_LINE = ("stale result refused: task run t1 attempt 7 (worker w1) finished after the task "
+              "run had moved on to attempt 1 (running, worker w1); its outcome was discarded "
+              "(the worker was frozen or cut off past its lease)")
+
+
 def heartbeat_age(c: Any, worker_id: str) -> int:
     """Seconds between the server's now and a worker's heartbeat stamp (0 when it is the
     server's clock; a host clock off by an hour would show -3600 or 3600)."""
@@ -143,11 +148,18 @@ CASES = [
           "flow:f1.n_running": "0", "flow:f1.n_completed": "1", "queue_stats.running": 0,
           "leases": [], "processing:w1.0": [], "history:t1": ["running", "completed"],
           R: [("done", "t1", "completed")], "events": [("task", "t1", "completed")]},
-         returns=1),
-    Case("finish", "finish is fenced: a stale attempt writes nothing",
+         returns=[1]),
+    Case("finish", "finish is fenced: a stale attempt writes nothing but one log line",
          running("t1"), finish(("t1", 7, Outcome("completed", result=b"stale"))),
-         {"task:t1.state": "running", "result:t1": False, "leases": ["t1"], "events": []},
-         returns=0),
+         {"task:t1.state": "running", "result:t1": False, "leases": ["t1"], "events": [],
+          "logs:f1": [STALE_LINE], R: [("log", "", "")]},
+         returns=[0, STALE_LINE.encode()]),
+    Case("finish", "finish repeated after a lost reply is not reported as stale",
+         running("t1"),
+         lambda c, lim: [finish(("t1", 1, Outcome("completed", result=b"r")))(c, lim)
+                         for _ in range(2)],
+         {"task:t1.state": "completed", "logs:f1": [], R: [("done", "t1", "completed")]},
+         returns=[[1], [0]]),
     Case("finish", "finish of a failure with retries left waits out the delay in retries:due",
          running("t1"),
          finish(("t1", 1, Outcome("failed", error_type="builtins.ValueError", retry_delay=5))),

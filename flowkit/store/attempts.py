@@ -3,6 +3,7 @@ promote due retries, wait for work (library functions in ``attempts.lua`` and ``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     import redis
 
     from flowkit.store.limits import Limits
+
+logger = logging.getLogger(__name__)
 
 #: Call bodies up to this size come back inside the claim reply; larger ones by a plain HGET.
 INLINE_BODY_BYTES = 64 << 10
@@ -77,7 +80,8 @@ def fetch_bodies(client: redis.Redis, claims: list[Claim]) -> list[Claim]:
 def finish(client: redis.Redis, limits: Limits, worker_id: str, executor_id: str,
            outcomes: list[tuple[Claim, Outcome]], pipe: Any = None) -> Any:
     """Record attempts' outcomes, each fenced by its attempt number, in one call (see
-    attempts.lua); returns how many were recorded (a stale attempt writes nothing)."""
+    attempts.lua); returns ``[recorded, log line of each refused outcome...]`` (a stale
+    attempt writes only that line; pass the reply to :func:`log_refused`)."""
     args: list[Any] = [executor_id, worker_id]
     for claimed, o in outcomes:
         args += [claimed.id, claimed.attempt, o.state, o.result, o.error_type,
@@ -85,6 +89,16 @@ def finish(client: redis.Redis, limits: Limits, worker_id: str, executor_id: str
                  "" if o.retry_delay is None else o.retry_delay,
                  "" if o.started is None else repr(max(0.0, o.started - claimed.claimed_at))]
     return functions.call(client, "finish", limits, args, pipe=pipe)
+
+
+def log_refused(reply: Any) -> int:
+    """Log, in this worker's log, each outcome a finish reply says the fence refused (the
+    library wrote the same line to the run's log stream); returns how many were refused."""
+    lines = [line.decode() if isinstance(line, bytes) else str(line)
+             for line in (reply or [])[1:]] if isinstance(reply, list) else []
+    for line in lines:
+        logger.warning("%s", line)
+    return len(lines)
 
 
 def release(client: redis.Redis, limits: Limits, worker_id: str, executor_id: str,

@@ -77,19 +77,49 @@ register('claim', function(_, args)
   return claims
 end)
 
+-- Whether this worker already recorded this outcome of this attempt (the executor repeats a
+-- finish whose reply it lost): then a refusal is no news.
+local function recorded_before(t, attempt, state, worker)
+  for _, raw in ipairs(redis.call('LRANGE', K.task_run_history(t.id), 0, -1)) do
+    local h = cjson.decode(raw)
+    if tostring(h.attempt) == attempt and h.state == state and h.worker == worker then
+      return true
+    end
+  end
+  return false
+end
+
+-- A stale attempt's outcome was refused by the fence: say so, once, in the run's log stream
+-- (and to its driver), naming the task run and both attempts. Returns the line.
+local function log_refusal(ctx, t, attempt, worker)
+  local line = 'stale result refused: task run ' .. t.id .. ' attempt ' .. attempt ..
+    ' (worker ' .. worker .. ') finished after the task run had moved on to attempt ' ..
+    tostring(t.attempt) .. ' (' .. tostring(t.state) .. ', worker ' .. tostring(t.worker) ..
+    '); its outcome was discarded (the worker was frozen or cut off past its lease)'
+  local fields = {'ts', ctx.ts, 'level', 'WARNING', 'message', line, 'task_run_id', t.id,
+                  'name', redis.call('HGET', t.key, 'task_name') or ''}
+  if t.flow_run_id then
+    redis.call('XADD', K.logs(t.flow_run_id), 'MAXLEN', '~', C.LOGS_MAXLEN, '*', unpack(fields))
+  end
+  local echo = {'kind', 'log'}
+  for _, v in ipairs(fields) do table.insert(echo, v) end
+  reply(t.reply_to, echo)
+  return line
+end
+
 -- finish(a): record the outcomes of attempts, each fenced by its attempt number (a stale
--- attempt, one the reaper already ended, writes nothing).
+-- attempt, one the reaper already ended, writes nothing but one log line, see log_refusal).
 -- a[1] = executor id   a[2] = worker id
 -- then 10 values per outcome: task run id, attempt, state ('completed', 'failed',
 -- 'timed_out'), sealed result ('' = none), error type ('' = none), error message,
 -- traceback, sealed exception pickle, retry delay seconds ('' = no retry), how many seconds
 -- after its claim the attempt really started ('' = as claimed; a batched claim starts later
 -- than it was claimed). A delay, not a time: the executor's clock may be off from the server's.
--- Returns how many outcomes were recorded (the others were fenced off).
+-- Returns {how many outcomes were recorded, then the log line of each refused one}.
 register('finish', function(_, args)
   local ctx, a = context(args)
   local processing, worker = K.processing(a[1]), a[2]
-  local recorded = 0
+  local recorded, out = 0, {0}
   for i = 3, #a, 10 do
     local id, attempt, state, started = a[i], a[i + 1], a[i + 2], a[i + 9]
     redis.call('LREM', processing, 0, id)
@@ -110,9 +140,12 @@ register('finish', function(_, args)
           worker = worker, count_worker = true})
       end
       recorded = recorded + 1
+    elseif t.state and not recorded_before(t, attempt, state, worker) then
+      table.insert(out, log_refusal(ctx, t, attempt, worker))
     end
   end
-  return recorded
+  out[1] = recorded
+  return out
 end)
 
 -- release(a): give back claimed task runs an executor has not started (its batch runs slow,
