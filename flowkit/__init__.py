@@ -31,8 +31,9 @@ from flowkit.tasks import task as task
 from flowkit.tasks import unmapped as unmapped
 
 __all__ = [
-    "CancelCounts", "CancelledRun", "ConfigurationError", "Flow", "FlowTimeout", "FlowkitError", "Retry",
-    "RunState", "SerializationError", "StoreConnectionError", "Task", "TaskFailed", "TaskFuture",
-    "TaskTimeout", "UpstreamFailed", "WorkerCrashed", "__version__", "as_completed",
-    "cancel", "cancel_flow_run", "exponential_backoff", "flow", "get_run_logger", "task", "unmapped", "wait",
+    "CancelCounts", "CancelledRun", "ConfigurationError", "Flow", "FlowTimeout", "FlowkitError",
+    "Retry", "RunState", "SerializationError", "StoreConnectionError", "Task", "TaskFailed",
+    "TaskFuture", "TaskTimeout", "UpstreamFailed", "WorkerCrashed", "__version__",
+    "as_completed", "cancel", "cancel_flow_run", "exponential_backoff", "flow",
+    "get_run_logger", "task", "unmapped", "wait",
 ]

@@ -3,10 +3,10 @@
 ``seed_*`` write runs straight into Redis the way the library would have left them; the
 ``observe`` function reads back everything a case may assert on, under flat names:
 ``task:<id>.<field>``, ``flow:<id>.<field>``, ``queue:<name>``, ``job:<id>.status`` (None when
-the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``lease_in`` and ``retries_due`` (seconds from
-the server's now), ``events`` ((kind, id, state) tuples), ``reply:<stream>`` ((kind, id, state) tuples),
-``deadletter``, ``logs:<flow run>`` (the messages),
-``cache:<key>`` (stored or not), ``processing:<executor>``.
+the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``lease_in`` and
+``retries_due`` (seconds from the server's now), ``events`` ((kind, id, state) tuples),
+``reply:<stream>`` ((kind, id, state) tuples), ``deadletter``, ``logs:<flow run>`` (the
+messages), ``cache:<key>`` (stored or not), ``processing:<executor>``.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from click.testing import CliRunner
 from flowkit.cli import cli
 from flowkit.store import task_runs
 
-from conftest import wait_until
 from tasks_for_tests import fail_first_time, record_run
 
 pytestmark = pytest.mark.slow

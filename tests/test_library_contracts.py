@@ -19,9 +19,9 @@ import pytest
 
 from flowkit.states import RunState
 from flowkit.store import attempts, flow_runs, functions, task_runs, workers
+from flowkit.store.attempts import Claim, Outcome
 from flowkit.store.clock import server_time
 from flowkit.store.limits import CLAIM_SKIP_MAX
-from flowkit.store.attempts import Claim, Outcome
 from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
 from library_fixtures import QUEUE, REPLY, observe, seed_flow_run, seed_task_run
