@@ -1,7 +1,8 @@
 """Hosts with wrong clocks: workers an hour ahead and an hour behind (libfaketime on the worker
 processes) serve one queue together. Leases, heartbeats and due times are judged by the Redis
 server's clock, so no healthy run is reaped, every body runs exactly once, retries wait their
-delay, worker ages are never negative, and each worker warns at start about its clock.
+delay, worker ages (``flowkit worker ls``, the dashboard) are never negative, and each
+worker warns at start about its clock.
 
 Needs Debian's libfaketime (``make faketime``); the tests skip, saying so, without it.
 """
@@ -81,6 +82,11 @@ def test_workers_an_hour_ahead_and_behind_run_every_body_once(workers, client,
     table = CliRunner().invoke(cli, ["worker", "ls"])
     shown = [float(age) for age in re.findall(r"(-?\d+\.\d) s\b", table.output)]
     assert table.exit_code == 0 and len(shown) == 2 and min(shown) >= 0, table.output
+
+    from flowkit.dashboard.queries import workers as dashboard_workers
+
+    page = {row.id: row.heartbeat_age for row in dashboard_workers(client).workers}
+    assert set(page) == {"ahead", "behind"} and all(0 <= age < 5 for age in page.values()), page
 
     for proc, sign in ((ahead, "+"), (behind, "-")):
         lines = [line for line in workers.output(proc).splitlines() if "off from the Redis" in line]
