@@ -24,7 +24,7 @@ from flowkit.store.clock import server_time
 from flowkit.store.limits import CLAIM_SKIP_MAX
 from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
-from library_fixtures import QUEUE, REPLY, observe, seed_flow_run, seed_task_run
+from library_fixtures import NOW, QUEUE, REPLY, observe, seed_flow_run, seed_task_run
 
 R = f"reply:{REPLY}"
 
@@ -154,6 +154,14 @@ CASES = [
          {"task:t1.state": "running", "result:t1": False, "leases": ["t1"], "events": [],
           "logs:f1": [STALE_LINE], R: [("log", "", "")]},
          returns=[0, STALE_LINE.encode()]),
+    Case("finish", "a batched attempt's real start is sent as a delay after its claim (the "
+                   "executor's clock may be off): started = the claim's server stamp + delay",
+         running("t1"),
+         lambda c, lim: attempts.finish(c, lim, "w1", "w1.0", [(
+             Claim("t1", b"head", b"body", 1, "f1", REPLY, claimed_at=3600.0),
+             Outcome("completed", result=b"r", started=3602.5))]),
+         {"task:t1.started": f"{NOW - 1 + 2.5:.6f}", "task:t1.state": "completed"},
+         returns=[1]),
     Case("finish", "finish repeated after a lost reply is not reported as stale",
          running("t1"),
          lambda c, lim: [finish(("t1", 1, Outcome("completed", result=b"r")))(c, lim)
