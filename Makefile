@@ -9,7 +9,7 @@ DEV := $(VENV)/.installed-dev
 CONSTRAINTS := deploy/constraints.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS)
 
-.PHONY: demo test test-fast lint bench typecheck screenshots browser clean constraints
+.PHONY: demo test test-fast lint bench typecheck screenshots browser faketime clean constraints
 
 $(BIN)/python:
 	@echo "==> creating the virtual environment $(VENV)"
@@ -32,7 +32,7 @@ demo: $(RUNTIME)
 	$(BIN)/python examples/demo.py
 
 ## Run the whole test suite against a real server and real worker processes.
-test: $(DEV) browser
+test: $(DEV) browser faketime
 	$(BIN)/pytest
 
 ## The suite without the slow fault-injection tests.
@@ -58,6 +58,14 @@ browser:
 	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	      || echo "could not install chromium: the browser tests will skip"; \
 	  else echo "chromium is not installed and apt-get is not usable: the browser tests will skip"; fi; }
+
+## Debian's libfaketime for the clock-skew tests (they skip, saying why, without it).
+faketime:
+	@[ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || ls /usr/lib/*/faketime/libfaketime.so.1 >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libfaketime >/dev/null) \
+	      || echo "could not install libfaketime: the clock-skew tests will skip"; \
+	  else echo "libfaketime is not installed and apt-get is not usable: the clock-skew tests will skip"; fi; }
 
 ## Screenshots of the dashboard's main pages into docs/ (linked from the README).
 screenshots: $(DEV) browser

@@ -160,7 +160,6 @@ def task_detail(client: Any, task_run_id: str) -> s.TaskDetail | None:
 
 
 def workers(client: Any) -> s.Workers:
-    now = time.time()
     rows = []
     for row in worker_store.list_workers(client):
         beat = _float(row.get("heartbeat")) or 0.0
@@ -168,7 +167,7 @@ def workers(client: Any) -> s.Workers:
             id=row.get("id", ""), host=row.get("host", ""), pid=int(row.get("pid") or 0),
             queues=row.get("queues", []), concurrency=int(row.get("concurrency") or 0),
             busy=int(row.get("busy") or 0), heartbeat=beat,
-            heartbeat_age=round(max(0.0, now - beat), 1), started=_float(row.get("started")),
+            heartbeat_age=round(float(row["heartbeat_age"]), 1), started=_float(row.get("started")),
             tasks_done=int(row.get("tasks_done") or 0),
             tasks_failed=int(row.get("tasks_failed") or 0), version=row.get("version", ""),
             state=row.get("state", "")))

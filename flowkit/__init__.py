@@ -4,6 +4,8 @@ Importing flowkit opens no connection, reads no settings and starts no thread.
 """
 
 from flowkit._version import __version__ as __version__
+from flowkit.cancellation import CancelCounts as CancelCounts
+from flowkit.cancellation import cancel as cancel
 from flowkit.control import cancel_flow_run as cancel_flow_run
 from flowkit.errors import CancelledRun as CancelledRun
 from flowkit.errors import ConfigurationError as ConfigurationError
@@ -29,8 +31,9 @@ from flowkit.tasks import task as task
 from flowkit.tasks import unmapped as unmapped
 
 __all__ = [
-    "CancelledRun", "ConfigurationError", "Flow", "FlowTimeout", "FlowkitError", "Retry",
-    "RunState", "SerializationError", "StoreConnectionError", "Task", "TaskFailed", "TaskFuture",
-    "TaskTimeout", "UpstreamFailed", "WorkerCrashed", "__version__", "as_completed",
-    "cancel_flow_run", "exponential_backoff", "flow", "get_run_logger", "task", "unmapped", "wait",
+    "CancelCounts", "CancelledRun", "ConfigurationError", "Flow", "FlowTimeout", "FlowkitError",
+    "Retry", "RunState", "SerializationError", "StoreConnectionError", "Task", "TaskFailed",
+    "TaskFuture", "TaskTimeout", "UpstreamFailed", "WorkerCrashed", "__version__",
+    "as_completed", "cancel", "cancel_flow_run", "exponential_backoff", "flow",
+    "get_run_logger", "task", "unmapped", "wait",
 ]

@@ -3,10 +3,10 @@
 ``seed_*`` write runs straight into Redis the way the library would have left them; the
 ``observe`` function reads back everything a case may assert on, under flat names:
 ``task:<id>.<field>``, ``flow:<id>.<field>``, ``queue:<name>``, ``job:<id>.status`` (None when
-the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``retries_due`` (seconds from
-now), ``events`` ((kind, id, state) tuples), ``reply:<stream>`` ((kind, id, state) tuples),
-``deadletter``,
-``cache:<key>`` (stored or not), ``processing:<executor>``.
+the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``lease_in`` and
+``retries_due`` (seconds from the server's now), ``events`` ((kind, id, state) tuples),
+``reply:<stream>`` ((kind, id, state) tuples), ``deadletter``, ``logs:<flow run>`` (the
+messages), ``cache:<key>`` (stored or not), ``processing:<executor>``.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 
 from flowkit.states import ALL_STATES
 from flowkit.store import keys
+from flowkit.store.clock import server_time
 from flowkit.store.events import parse_state_event
 
 NOW = time.time()
@@ -90,12 +91,17 @@ def observe(client: Any, tasks: list[str], flows: list[str],
     for f in flows:
         for k, v in client.hgetall(keys.flow_run(f)).items():
             seen[f"flow:{f}.{k.decode()}"] = v.decode()
+        seen[f"logs:{f}"] = [fields[b"message"].decode()
+                             for _, fields in client.xrange(keys.logs(f))]
         seen[f"index:{f}"] = [s.value for s in ALL_STATES
                               if client.zscore(keys.flow_runs_in_state(s.value), f) is not None]
     seen[f"queue:{QUEUE}"] = [i.decode() for i in client.lrange(keys.queue(QUEUE), 0, -1)]
     seen["queue_stats.running"] = int(client.hget(keys.queue_stats(QUEUE), "running") or 0)
     seen["leases"] = sorted(i.decode() for i in client.zrange(keys.LEASES, 0, -1))
-    now = time.time()  # due times are the library's now plus the delay: compare as delays
+    # Deadlines and due times are the server's now plus a duration: compare as durations.
+    now = server_time(client)
+    seen["lease_in"] = {i.decode(): round(score - now) for i, score in
+                        client.zrange(keys.LEASES, 0, -1, withscores=True)}
     seen["retries_due"] = {i.decode(): round(score - now) for i, score in
                            client.zrange(keys.RETRIES_DUE, 0, -1, withscores=True)}
     seen["deadletter"] = [i.decode() for i in client.lrange(keys.DEAD_LETTER, 0, -1)]

@@ -110,3 +110,15 @@ def print_then_exit_hard(wait: float) -> None:
     print(f"pid {os.getpid()} before the crash")
     time.sleep(wait)
     os._exit(9)
+
+
+@task
+def fail_first_time(path: str) -> str:
+    """Fail on the first execution (recorded in ``path``), succeed on the next ones."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    with open(path) as f:
+        runs = len(f.read().split())
+    if runs == 1:
+        raise RuntimeError("first attempt fails on purpose")
+    return f"ran {runs} times"

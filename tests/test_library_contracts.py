@@ -18,11 +18,13 @@ from typing import Any
 import pytest
 
 from flowkit.states import RunState
-from flowkit.store import attempts, flow_runs, functions, task_runs
+from flowkit.store import attempts, flow_runs, functions, task_runs, workers
 from flowkit.store.attempts import Claim, Outcome
+from flowkit.store.clock import server_time
+from flowkit.store.limits import CLAIM_SKIP_MAX
 from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
-from library_fixtures import QUEUE, REPLY, observe, seed_flow_run, seed_task_run
+from library_fixtures import NOW, QUEUE, REPLY, observe, seed_flow_run, seed_task_run
 
 R = f"reply:{REPLY}"
 
@@ -72,6 +74,17 @@ def flow_with(*tasks: tuple[str, str], **flow_fields: Any) -> Callable[[Any], No
             seed_task_run(c, task_run_id, state=state, attempt=1 if state != "pending" else 0,
                           queued=state == "pending")
     return given
+
+
+STALE_LINE = ("stale result refused: task run t1 attempt 7 (worker w1) finished after the task "
+              "run had moved on to attempt 1 (running, worker w1); its outcome was discarded "
+              "(the worker was frozen or cut off past its lease)")
+
+
+def heartbeat_age(c: Any, worker_id: str) -> int:
+    """Seconds between the server's now and a worker's heartbeat stamp (0 when it is the
+    server's clock; a host clock off by an hour would show -3600 or 3600)."""
+    return round(server_time(c) - float(c.hget(f"flowkit:worker:{worker_id}", "heartbeat")))
 
 
 def leader_and_waiter(c: Any) -> None:
@@ -135,11 +148,26 @@ CASES = [
           "flow:f1.n_running": "0", "flow:f1.n_completed": "1", "queue_stats.running": 0,
           "leases": [], "processing:w1.0": [], "history:t1": ["running", "completed"],
           R: [("done", "t1", "completed")], "events": [("task", "t1", "completed")]},
-         returns=1),
-    Case("finish", "finish is fenced: a stale attempt writes nothing",
+         returns=[1]),
+    Case("finish", "finish is fenced: a stale attempt writes nothing but one log line",
          running("t1"), finish(("t1", 7, Outcome("completed", result=b"stale"))),
-         {"task:t1.state": "running", "result:t1": False, "leases": ["t1"], "events": []},
-         returns=0),
+         {"task:t1.state": "running", "result:t1": False, "leases": ["t1"], "events": [],
+          "logs:f1": [STALE_LINE], R: [("log", "", "")]},
+         returns=[0, STALE_LINE.encode()]),
+    Case("finish", "a batched attempt's real start is sent as a delay after its claim (the "
+                   "executor's clock may be off): started = the claim's server stamp + delay",
+         running("t1"),
+         lambda c, lim: attempts.finish(c, lim, "w1", "w1.0", [(
+             Claim("t1", b"head", b"body", 1, "f1", REPLY, claimed_at=3600.0),
+             Outcome("completed", result=b"r", started=3602.5))]),
+         {"task:t1.started": f"{NOW - 1 + 2.5:.6f}", "task:t1.state": "completed"},
+         returns=[1]),
+    Case("finish", "finish repeated after a lost reply is not reported as stale",
+         running("t1"),
+         lambda c, lim: [finish(("t1", 1, Outcome("completed", result=b"r")))(c, lim)
+                         for _ in range(2)],
+         {"task:t1.state": "completed", "logs:f1": [], R: [("done", "t1", "completed")]},
+         returns=[[1], [0]]),
     Case("finish", "finish of a failure with retries left waits out the delay in retries:due",
          running("t1"),
          finish(("t1", 1, Outcome("failed", error_type="builtins.ValueError", retry_delay=5))),
@@ -152,6 +180,14 @@ CASES = [
          finish(("t1", 1, Outcome("failed", error_type="builtins.ValueError", retry_delay=0))),
          {"task:t1.state": "retrying", f"queue:{QUEUE}": ["t1"], "retries_due": {},
           "job:t1.status": "queued"}),
+    Case("finish", "finish of a failure retried at once goes to the front, before a backlog",
+         lambda c: (running("t1")(c), seed_task_run(c, "b1", queued=True)),
+         finish(("t1", 1, Outcome("failed", error_type="builtins.ValueError", retry_delay=0))),
+         {f"queue:{QUEUE}": ["t1", "b1"]}),
+    Case("reap", "reap's crash re-run goes to the front of its queue, before a backlog",
+         lambda c: (running("t1", lease=1.0)(c), seed_task_run(c, "b1", queued=True)),
+         lambda c, lim: attempts.reap_expired_leases(c, lim),
+         {f"queue:{QUEUE}": ["t1", "b1"]}, returns=["t1"]),
     Case("finish", "finish of a final failure keeps the RQ job (expiring) for a dashboard retry",
          running("t1"),
          finish(("t1", 1, Outcome("failed", error_type="builtins.ValueError",
@@ -179,11 +215,26 @@ CASES = [
           f"queue:{QUEUE}": ["t1"], "leases": [], "flow:f1.n_running": "0",
           "flow:f1.n_pending": "1", "queue_stats.running": 0, "processing:w1.0": []},
          returns=1),
+    Case("renew", "renew takes a duration: the new deadline is the server's now plus it",
+         running("t1", lease=1.0),
+         lambda c, lim: attempts.renew_leases(c, lim, "w1", ["t1"], 30, running=["t1"]),
+         {"lease_in": {"t1": 30}}, returns=1),
+    Case("renew", "time is the server's: a caller's clock in ARGV[1] is ignored",
+         running("t1", lease=1.0),
+         lambda c, lim: c.fcall(functions.library().prefix + "renew", 0, "1.0",
+                                lim.result_ttl_ms, lim.inline_bytes, lim.max_crashes,
+                                "w1", 30, 1, "t1"),
+         {"lease_in": {"t1": 30}}, returns=1),
+    Case("heartbeat", "heartbeat is stamped with the server's TIME, in the registry and queues",
+         lambda c: None,
+         lambda c, lim: (workers.register_worker(c, "w9", [QUEUE], 2, "x"),
+                         heartbeat_age(c, "w9"), workers.live_workers_for(c, QUEUE))[1:],
+         {}, returns=(0, 1), tasks=[], flows=[]),
     Case("renew", "renew extends the leases of this worker's running attempts only",
          lambda c: (seed_flow_run(c, "f1"),
                     seed_task_run(c, "t1", state="running", attempt=1, lease=1.0),
                     seed_task_run(c, "t2", state="running", attempt=1, worker="w2", lease=1.0)),
-         lambda c, lim: attempts.renew_leases(c, lim, "w1", ["t1", "t2"], 2e9, running=["t1"]),
+         lambda c, lim: attempts.renew_leases(c, lim, "w1", ["t1", "t2"], 30, running=["t1"]),
          {"task:t1.in_hand": "1", "leases": ["t1", "t2"]}, returns=1),
     # -- reap -------------------------------------------------------------------------------
     Case("reap", "reap crashes an expired lease and retries at once",
@@ -222,6 +273,13 @@ CASES = [
          lambda c, lim: attempts.end_unreported(c, lim, "cancelled", "stopped", ["t1"]),
          {"task:t1.state": "cancelled", "job:t1.status": None, "flow:f1.state": "cancelled",
           "index:f1": ["cancelled"]}),
+    Case("promote", "promote puts due retries at the front of their queue, earliest due first",
+         lambda c: (seed_flow_run(c, "f1"), seed_task_run(c, "t1", state="retrying"),
+                    seed_task_run(c, "t2", state="retrying"),
+                    seed_task_run(c, "b1", queued=True), seed_task_run(c, "b2", queued=True),
+                    c.zadd("flowkit:retries:due", {"t1": 1.0, "t2": 2.0})),
+         lambda c, lim: attempts.promote_due_retries(c, lim),
+         {f"queue:{QUEUE}": ["t1", "t2", "b1", "b2"]}, returns=2),
     Case("promote", "promote queues the retries that are due and leaves the others",
          lambda c: (seed_flow_run(c, "f1"), seed_task_run(c, "t1", state="retrying"),
                     seed_task_run(c, "t2", state="retrying"),
@@ -244,6 +302,31 @@ CASES = [
          {"flow:f1.state": "cancelled", "task:t2.state": "cancelled", "task:t1.state": "running",
           "cancelling": ["t1"], "flow:f1.error_type": "flowkit.errors.CancelledRun",
           R: [("cancel_flow", "f1", ""), ("done", "t2", "cancelled")]}, returns=(1, 1)),
+    Case("cancel", "cancelling a big flow run goes in bounded chunks and sweeps its queue",
+         lambda c: (seed_flow_run(c, "f1"), seed_task_run(c, "x1", queued=True),
+                    [seed_task_run(c, f"t{i}", queued=True) for i in range(1200)],
+                    seed_task_run(c, "x2", flow_run_id="f2", queued=True)),
+         lambda c, lim: task_runs.cancel(c, lim, flow_run_id="f1", message="stop"),
+         {"flow:f1.state": "cancelled", "flow:f1.n_cancelled": "1201", "flow:f1.n_pending": "0",
+          "task:t1199.state": "cancelled", f"queue:{QUEUE}": ["x2"]},
+         returns=(1201, 0), tasks=["t1199"]),
+    Case("sweep", "sweep removes ended ids from a stretch of a queue and keeps the others' order",
+         lambda c: (seed_flow_run(c, "f1"),
+                    [seed_task_run(c, f"t{i}", state="cancelled" if i % 2 else "pending",
+                                   queued=True) for i in range(6)],
+                    c.rpush(f"rq:queue:{QUEUE}", "not-a-task-run")),
+         lambda c, lim: functions.call(c, "sweep", lim, [QUEUE, 1, 4]),
+         {f"queue:{QUEUE}": ["t0", "t2", "t4", "t5", "not-a-task-run"]},
+         returns=[3, 4, 2], tasks=[]),
+    Case("claim", "claim drops at most CLAIM_SKIP_MAX ended ids per call, then rings the bell",
+         lambda c: (seed_flow_run(c, "f1"),
+                    c.rpush(f"rq:queue:{QUEUE}", *[f"gone{i}" for i in range(CLAIM_SKIP_MAX)]),
+                    seed_task_run(c, "t1", queued=True)),
+         lambda c, lim: (len(attempts.claim(c, lim, "w1", "w1.0", [QUEUE], lease_seconds=30)),
+                         c.llen(f"flowkit:bell:{QUEUE}") > 0,
+                         len(attempts.claim(c, lim, "w1", "w1.0", [QUEUE], lease_seconds=30))),
+         {f"queue:{QUEUE}": [], "task:t1.state": "running", "processing:w1.0": ["t1"]},
+         returns=(0, True, 1)),
     Case("retry", "retry sends failed runs back to the queue and reopens an ended flow run",
          flow_with(("t1", "failed"), ("t2", "completed"), state="failed"),
          lambda c, lim: task_runs.retry(c, lim, "f1"),

@@ -102,7 +102,7 @@ class LeaseRenewal:
         running = list(host.running())
         workers.heartbeat(host.client, host.worker_id, host.queues, busy=len(running))
         attempts.renew_leases(host.client, host.limits, host.worker_id, held,
-                              time.time() + self.lease_seconds, running=running)
+                              self.lease_seconds, running=running)
 
 
 class RetryPromotion:

@@ -165,6 +165,8 @@ class Executor:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            if done:
+                attempts.log_refused(replies[0])  # stale outcomes the fence refused
             return self._with_bodies(replies[-1]) if claim else []
 
     def _claim(self, taken: str = "") -> list[Claim]:

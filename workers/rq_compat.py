@@ -65,7 +65,7 @@ def _renewing_lease(client: Any, limits: Limits, worker_id: str, task_run_id: st
         while not stop.wait(lease_seconds / 3):
             try:
                 attempts.renew_leases(client, limits, worker_id, [task_run_id],
-                                      time.time() + lease_seconds, running=[task_run_id])
+                                      lease_seconds, running=[task_run_id])
             except Exception:  # Redis away for a moment: the next period tries again
                 continue
 

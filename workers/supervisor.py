@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit._ids import new_id
 from flowkit._version import __version__
-from flowkit.store import attempts, workers
+from flowkit.store import attempts, clock, workers
 from flowkit.store.connection import connect, redact
 from flowkit.store.limits import Limits
 from flowkit.workers import duties, keycheck
@@ -153,6 +153,7 @@ class WorkerSupervisor:
                                 self.config.concurrency, __version__)
         logger.info("worker %s serving %s with %d executors on %s", self.worker_id,
                     ", ".join(self.queues), self.config.concurrency, redact(self.url))
+        clock.warn_if_skewed(self.client, f"worker {self.worker_id}'s host")
         for ex in self.executors:
             self._spawn(ex)
         try:

@@ -168,7 +168,7 @@ def workers(rows: list[dict[str, Any]], as_json: bool) -> None:
     for column in ("id", "host", "pid", "queues", "busy", "done", "failed", "heartbeat"):
         table.add_column(column)
     for row in rows:
-        age = time.time() - float(row.get("heartbeat") or 0)
+        age = float(row.get("heartbeat_age") or 0.0)  # by the server's clock (list_workers)
         table.add_row(row.get("id", ""), row.get("host", ""), row.get("pid", ""),
                       ",".join(row.get("queues", [])),
                       f"{row.get('busy', 0)}/{row.get('concurrency', '?')}",

@@ -3,6 +3,7 @@ promote due retries, wait for work (library functions in ``attempts.lua`` and ``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ if TYPE_CHECKING:
     import redis
 
     from flowkit.store.limits import Limits
+
+logger = logging.getLogger(__name__)
 
 #: Call bodies up to this size come back inside the claim reply; larger ones by a plain HGET.
 INLINE_BODY_BYTES = 64 << 10
@@ -28,7 +31,8 @@ class Claim:
     attempt: int
     flow_run_id: str
     reply_to: str
-    #: When the claim reply arrived (the claim stamped the run as started then).
+    #: When the claim reply arrived, by this host's clock (the claim stamped the run as started
+    #: then, by the server's): finish() sends a later start as a delay after it.
     claimed_at: float = 0.0
 
 
@@ -76,14 +80,25 @@ def fetch_bodies(client: redis.Redis, claims: list[Claim]) -> list[Claim]:
 def finish(client: redis.Redis, limits: Limits, worker_id: str, executor_id: str,
            outcomes: list[tuple[Claim, Outcome]], pipe: Any = None) -> Any:
     """Record attempts' outcomes, each fenced by its attempt number, in one call (see
-    attempts.lua); returns how many were recorded (a stale attempt writes nothing)."""
+    attempts.lua); returns ``[recorded, log line of each refused outcome...]`` (a stale
+    attempt writes only that line; pass the reply to :func:`log_refused`)."""
     args: list[Any] = [executor_id, worker_id]
     for claimed, o in outcomes:
         args += [claimed.id, claimed.attempt, o.state, o.result, o.error_type,
                  o.error_message, o.traceback, o.exception,
                  "" if o.retry_delay is None else o.retry_delay,
-                 "" if o.started is None else repr(o.started)]
+                 "" if o.started is None else repr(max(0.0, o.started - claimed.claimed_at))]
     return functions.call(client, "finish", limits, args, pipe=pipe)
+
+
+def log_refused(reply: Any) -> int:
+    """Log, in this worker's log, each outcome a finish reply says the fence refused (the
+    library wrote the same line to the run's log stream); returns how many were refused."""
+    lines = [line.decode() if isinstance(line, bytes) else str(line)
+             for line in (reply or [])[1:]] if isinstance(reply, list) else []
+    for line in lines:
+        logger.warning("%s", line)
+    return len(lines)
 
 
 def release(client: redis.Redis, limits: Limits, worker_id: str, executor_id: str,
@@ -94,9 +109,10 @@ def release(client: redis.Redis, limits: Limits, worker_id: str, executor_id: st
 
 
 def renew_leases(client: redis.Redis, limits: Limits, worker_id: str, task_run_ids: list[str],
-                 deadline: float, running: list[str] | None = None) -> int:
-    """Push the lease deadline of this worker's attempts to ``deadline``; mark those
-    ``running`` right now, so that if the worker dies only they count as crashed (reap.lua)."""
+                 lease_seconds: float, running: list[str] | None = None) -> int:
+    """Extend the leases of this worker's attempts to ``lease_seconds`` from the server's
+    now (a duration, not a deadline: the host's clock may be off); mark those ``running``
+    right now, so that if the worker dies only they count as crashed (reap.lua)."""
     held_ids = set(task_run_ids)
     running = [i for i in running or [] if i in held_ids]
     in_hand = set(running)
@@ -104,7 +120,7 @@ def renew_leases(client: redis.Redis, limits: Limits, worker_id: str, task_run_i
     if not held:
         return 0
     return int(functions.call(client, "renew", limits,
-                              [worker_id, deadline, len(running), *held]))
+                              [worker_id, lease_seconds, len(running), *held]))
 
 
 def end_unreported(client: redis.Redis, limits: Limits, outcome: str, message: str,

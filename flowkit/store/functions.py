@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from collections.abc import Callable, Sequence
 from functools import lru_cache
 from importlib import resources
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 
 #: Library files in load order: shared helpers, then entry points (each registers its own).
 FILES = ("base", "queueing", "transitions", "cache", "enqueue", "attempts", "reap", "runs",
-         "prune")
+         "prune", "registry")
 
 #: The error type recorded for each way an attempt ends without reporting itself.
 ERROR_TYPES = {"crashed": "flowkit.errors.WorkerCrashed",
@@ -146,8 +145,11 @@ def _is_missing(exc: Exception) -> bool:
 
 
 def _arguments(lim: Limits, args: Sequence[Any]) -> list[Any]:
-    """The calling convention of base.lua: the context first, then the function's own."""
-    return [repr(time.time()), lim.result_ttl_ms, lim.inline_bytes, lim.max_crashes, *args]
+    """The calling convention of base.lua: the context first, then the function's own.
+
+    ARGV[1] stays reserved and empty: the library reads the server's clock (TIME) itself.
+    """
+    return ["", lim.result_ttl_ms, lim.inline_bytes, lim.max_crashes, *args]
 
 
 def call(client: redis.Redis, name: str, lim: Limits, args: Sequence[Any] = (),

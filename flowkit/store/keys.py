@@ -178,11 +178,12 @@ def cache_index(task_name: str) -> str:
 LUA_BUILDERS: tuple[Callable[[str], str], ...] = (
     queue, bell, queue_stats, rq_job, task_run, task_run_history, result, flow_run,
     flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, cache,
-    cache_lock, cache_waiters, cache_index,
+    cache_lock, cache_waiters, cache_index, queue_workers,
 )
 
 #: Fixed keys the Lua library gets (``K.<NAME>`` there).
 LUA_CONSTANTS: dict[str, str] = {
     "FLOW_RUNS": FLOW_RUNS, "EVENTS": EVENTS, "LEASES": LEASES, "DEAD_LETTER": DEAD_LETTER,
     "CANCELLING": CANCELLING, "RETRIES_DUE": RETRIES_DUE, "RQ_QUEUES": RQ_QUEUES,
+    "WORKERS": WORKERS,
 }

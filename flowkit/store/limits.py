@@ -22,6 +22,9 @@ LOGS_MAXLEN = 100_000
 BELL_MAX_TOKENS = 256
 #: How long a single-flight leader holds its cache key before another call may take over.
 CACHE_LOCK_MS = 24 * 3600 * 1000
+#: Ended ids (cancelled while queued) one claim drops at most before it returns: bounds the
+#: call (about 3 us each) when a cancelled run left thousands on the queue.
+CLAIM_SKIP_MAX = 1000
 #: Version of the state event schema (``flowkit/store/events.py``).
 EVENT_VERSION = "1"
 
@@ -29,7 +32,8 @@ EVENT_VERSION = "1"
 LUA_CONSTANTS: dict[str, int | str] = {
     "REPLY_MAXLEN": REPLY_MAXLEN, "EVENTS_MAXLEN": EVENTS_MAXLEN,
     "BELL_MAX_TOKENS": BELL_MAX_TOKENS, "CACHE_LOCK_MS": CACHE_LOCK_MS,
-    "EVENT_VERSION": EVENT_VERSION,
+    "EVENT_VERSION": EVENT_VERSION, "CLAIM_SKIP_MAX": CLAIM_SKIP_MAX,
+    "LOGS_MAXLEN": LOGS_MAXLEN,
 }
 
 

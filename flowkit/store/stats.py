@@ -1,12 +1,16 @@
-"""Queues and their statistics (counters kept by the library at every transition)."""
+"""Queues and their statistics (counters kept by the library at every transition).
+
+Heartbeats and the per-minute counters are stamped with the server's clock, so they are
+read against it too (a dashboard host whose clock is off would count no live workers).
+"""
 
 from __future__ import annotations
 
-import time
 from typing import TYPE_CHECKING, Any
 
 from flowkit.store import keys
 from flowkit.store._codec import decode
+from flowkit.store.clock import server_time
 from flowkit.store.connection import call
 from flowkit.store.workers import WORKER_STALE_SECONDS
 
@@ -18,10 +22,11 @@ def list_queues(client: redis.Redis) -> list[dict[str, Any]]:
     """Every known queue with its depth and live worker count."""
     names = sorted(keys.queue_name(k.decode())
                    for k in call(client, client.smembers, keys.RQ_QUEUES))
+    cutoff = server_time(client) - WORKER_STALE_SECONDS
     pipe = client.pipeline(transaction=False)
     for name in names:
         pipe.llen(keys.queue(name))
-        pipe.zcount(keys.queue_workers(name), time.time() - WORKER_STALE_SECONDS, "+inf")
+        pipe.zcount(keys.queue_workers(name), cutoff, "+inf")
     replies = call(client, pipe.execute)
     return [{"name": name, "depth": int(replies[2 * i]), "workers": int(replies[2 * i + 1])}
             for i, name in enumerate(names)]
@@ -30,7 +35,7 @@ def list_queues(client: redis.Redis) -> list[dict[str, Any]]:
 def queue_throughput(client: redis.Redis, names: list[str], minutes: int = 15
                      ) -> dict[str, dict[str, Any]]:
     """Per queue: running attempts and task runs finished per minute over the last minutes."""
-    now_minute = int(time.time() // 60)
+    now_minute = int(server_time(client) // 60)
     window = range(now_minute - minutes + 1, now_minute + 1)
     pipe = client.pipeline(transaction=False)
     for name in names:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -135,10 +135,95 @@ def cancel(client: redis.Redis, limits: Limits, *, flow_run_id: str = "",
            task_run_ids: Iterable[str] = (), message: str = "cancelled") -> tuple[int, int]:
     """Cancel a flow run (it ends CANCELLED, with all its task runs, and the driver running
     it is told) or the given task runs: ``(cancelled at once, running attempts flagged for
-    their supervisors to kill)``."""
-    dropped, flagged = functions.call(client, "cancel", limits,
-                                      [message, flow_run_id, *task_run_ids])
-    return int(dropped), int(flagged)
+    their supervisors to kill)``.
+
+    Bounded work per server call, linear in all: CANCEL_CHUNK_RUNS task runs per library
+    call, CANCEL_CALLS_PER_TRIP calls per round trip (other clients are served between them),
+    then the queues are swept of the cancelled ids in stretches of SWEEP_CHUNK. Up to
+    CANCEL_LREM_MAX ids (``future.cancel()``) are taken off their queue in the call itself.
+    """
+    targets = list(_cancel_targets(client, flow_run_id, task_run_ids))
+    remove_now = "1" if len(targets) <= CANCEL_LREM_MAX else "0"
+    dropped = flagged = 0
+    queues: set[str] = set()
+    first = [flow_run_id]  # the flow run moves with the first chunk, once
+
+    def send(chunks: list[list[str]]) -> None:
+        nonlocal dropped, flagged
+
+        def build(pipe: Any) -> None:
+            for chunk in chunks:
+                functions.call(client, "cancel", limits, [message, first[0], remove_now, *chunk],
+                               pipe=pipe)
+                first[0] = ""
+
+        for reply in functions.execute(client, build):
+            dropped, flagged = dropped + int(reply[0]), flagged + int(reply[1])
+            queues.update(q.decode() for q in reply[2:])
+
+    batch: list[list[str]] = []
+    for chunk in _chunks(targets, CANCEL_CHUNK_RUNS):
+        batch.append(chunk)
+        if len(batch) == CANCEL_CALLS_PER_TRIP:
+            send(batch)
+            batch = []
+    if batch or first[0]:
+        send(batch or [[]])
+    for name in sorted(queues):
+        sweep_queue(client, limits, name)
+    return dropped, flagged
+
+
+#: Task runs per cancel call: about 32 us of server time each (measured on an idle 2-core
+#: machine), so a call takes under 2 ms; on a machine loaded 5 deep they stretched tenfold.
+CANCEL_CHUNK_RUNS = 50
+#: Cancel calls per round trip. The server runs a client's pipelined calls back to back
+#: before it serves anyone else, so this bounds how long other clients wait (4 x 2 ms).
+CANCEL_CALLS_PER_TRIP = 4
+#: Cancels of up to this many task runs take them off their queues at once (an LREM each).
+CANCEL_LREM_MAX = 8
+#: Queue entries one sweep call looks at (about 1 ms of server time for 500).
+SWEEP_CHUNK = 500
+
+
+def _cancel_targets(client: redis.Redis, flow_run_id: str,
+                    task_run_ids: Iterable[str]) -> Iterator[str]:
+    """The ids to cancel: the given ones, then the flow run's task runs, read in pages."""
+    yield from task_run_ids
+    if not flow_run_id:
+        return
+    offset, page = 0, 10_000
+    while True:
+        ids = call(client, client.zrange, keys.flow_run_tasks(flow_run_id), offset,
+                   offset + page - 1)
+        yield from (i.decode() for i in ids)
+        if len(ids) < page:
+            return
+        offset += page
+
+
+def _chunks(ids: Iterable[str], size: int) -> Iterator[list[str]]:
+    chunk: list[str] = []
+    for task_run_id in ids:
+        chunk.append(task_run_id)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def sweep_queue(client: redis.Redis, limits: Limits, queue: str) -> int:
+    """Remove ended task runs' ids (cancelled while queued) from a queue, SWEEP_CHUNK entries
+    per call, front to back; returns how many were removed (claims drop the others)."""
+    start, removed = 0, 0
+    while True:
+        start_next, seen, gone = functions.call(client, "sweep", limits,
+                                                [queue, start, SWEEP_CHUNK])
+        removed += int(gone)
+        if int(seen) < SWEEP_CHUNK:
+            return removed
+        start = int(start_next)
 
 
 def retry(client: redis.Redis, limits: Limits, flow_run_id: str) -> tuple[int, int]:

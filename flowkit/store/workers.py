@@ -1,16 +1,22 @@
-"""The worker registry: who serves which queue, and since when (plain writes: no run state)."""
+"""The worker registry: who serves which queue, and since when (no run state).
+
+Heartbeats are stamped by the server (registry.lua) and read against the server's clock
+(:func:`flowkit.store.clock.server_time`), so a worker whose host clock is off is neither
+taken for dead nor shown with a negative age.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import socket
-import time
 from typing import TYPE_CHECKING, Any
 
-from flowkit.store import keys
+from flowkit.store import functions, keys
 from flowkit.store._codec import decode
+from flowkit.store.clock import server_time
 from flowkit.store.connection import call
+from flowkit.store.limits import Limits
 
 if TYPE_CHECKING:
     import redis
@@ -19,31 +25,29 @@ if TYPE_CHECKING:
 WORKER_STALE_SECONDS = 15.0
 #: A stopped worker's hash (and its counters) stays this long.
 WORKER_KEEP_SECONDS = 24 * 3600
+#: The registry's library calls touch no results, replies or crash counts: no limits apply.
+_NO_LIMITS = Limits(result_ttl_ms=0, inline_bytes=0, max_crashes=0)
 
 
 def register_worker(client: redis.Redis, worker_id: str, queues: list[str], concurrency: int,
                     version: str) -> None:
-    """Announce a worker and the queues it serves."""
-    now = time.time()
+    """Announce a worker and the queues it serves (started and heartbeat: the server's now)."""
     call(client, client.hset, keys.worker(worker_id), mapping={
         "id": worker_id, "host": socket.gethostname(), "pid": os.getpid(),
-        "queues": json.dumps(queues), "concurrency": concurrency, "started": now,
-        "heartbeat": now, "version": version, "busy": 0, "state": "running",
-        "tasks_done": 0, "tasks_failed": 0})
-    heartbeat(client, worker_id, queues, busy=0)
+        "queues": json.dumps(queues), "concurrency": concurrency, "version": version,
+        "busy": 0, "state": "running", "tasks_done": 0, "tasks_failed": 0})
+    _beat(client, worker_id, queues, busy=0, starting=True)
 
 
 def heartbeat(client: redis.Redis, worker_id: str, queues: list[str], busy: int) -> None:
     """Refresh a worker's liveness in the registry and in each queue it serves."""
-    now = time.time()
-    pipe = client.pipeline(transaction=False)
-    pipe.hset(keys.worker(worker_id), mapping={"heartbeat": now, "busy": busy})
-    pipe.expire(keys.worker(worker_id), WORKER_KEEP_SECONDS)
-    pipe.zadd(keys.WORKERS, {worker_id: now})
-    for name in queues:
-        pipe.zadd(keys.queue_workers(name), {worker_id: now})
-        pipe.sadd(keys.RQ_QUEUES, keys.queue(name))
-    call(client, pipe.execute)
+    _beat(client, worker_id, queues, busy=busy, starting=False)
+
+
+def _beat(client: redis.Redis, worker_id: str, queues: list[str], *, busy: int,
+          starting: bool) -> None:
+    functions.call(client, "heartbeat", _NO_LIMITS, [
+        worker_id, busy, "1" if starting else "0", WORKER_KEEP_SECONDS, *queues])
 
 
 def unregister_worker(client: redis.Redis, worker_id: str, queues: list[str]) -> None:
@@ -57,15 +61,16 @@ def unregister_worker(client: redis.Redis, worker_id: str, queues: list[str]) ->
 
 
 def live_workers_for(client: redis.Redis, queue: str) -> int:
-    """How many workers with a fresh heartbeat serve ``queue``."""
-    return int(call(client, client.zcount, keys.queue_workers(queue),
-                    time.time() - WORKER_STALE_SECONDS, "+inf"))
+    """How many workers with a fresh heartbeat (by the server's clock) serve ``queue``."""
+    cutoff = server_time(client) - WORKER_STALE_SECONDS
+    return int(call(client, client.zcount, keys.queue_workers(queue), cutoff, "+inf"))
 
 
 def list_workers(client: redis.Redis) -> list[dict[str, Any]]:
-    """Workers with a fresh heartbeat, newest heartbeat first."""
-    ids = call(client, client.zrevrangebyscore, keys.WORKERS, "+inf",
-               time.time() - WORKER_STALE_SECONDS)
+    """Workers with a fresh heartbeat, newest heartbeat first; each row carries
+    ``heartbeat_age``, seconds since its last heartbeat by the server's clock (never < 0)."""
+    now = server_time(client)
+    ids = call(client, client.zrevrangebyscore, keys.WORKERS, "+inf", now - WORKER_STALE_SECONDS)
     pipe = client.pipeline(transaction=False)
     for worker_id in ids:
         pipe.hgetall(keys.worker(worker_id.decode()))
@@ -74,5 +79,6 @@ def list_workers(client: redis.Redis) -> list[dict[str, Any]]:
         if raw:
             row: dict[str, Any] = decode(raw)
             row["queues"] = json.loads(row.get("queues", "[]"))
+            row["heartbeat_age"] = max(0.0, now - float(row.get("heartbeat") or now))
             out.append(row)
     return out

@@ -25,17 +25,20 @@ end
 -- a[8..] = queue names in priority order
 -- Returns a list of {id, envelope head, envelope body (false: too large), attempt,
 -- flow_run_id, reply_to}. Ids that are neither pending nor retrying (cancelled, finished)
--- are dropped from the processing list and skipped.
+-- are dropped from the processing list and skipped, at most C.CLAIM_SKIP_MAX of them per
+-- call (a cancelled run may have left thousands queued): past that the call ends with what
+-- it has and rings the queue's bell, so that the next claim carries on.
 register('claim', function(_, args)
   local ctx, a = context(args)
   local worker, executor, lease, limit = a[1], a[2], tonumber(a[3]), tonumber(a[4])
   local processing = K.processing(executor)
-  local claims = {}
+  local claims, skipped = {}, 0
 
   local function take(id)
     local t = load_task(id)
     if t.state ~= 'pending' and t.state ~= 'retrying' then
       redis.call('LREM', processing, 0, id)
+      skipped = skipped + 1
       return
     end
     local attempt = start_attempt(ctx, t, worker, executor, lease)
@@ -59,6 +62,10 @@ register('claim', function(_, args)
   end
   local qi = 8
   while #claims < limit and qi <= #a do
+    if skipped >= C.CLAIM_SKIP_MAX then
+      ring(a[qi], 1)  -- ended ids still ahead: wake an executor to carry on
+      break
+    end
     local id = redis.call('LMOVE', K.queue(a[qi]), processing, 'LEFT', 'RIGHT')
     if id then
       take(id)
@@ -70,24 +77,57 @@ register('claim', function(_, args)
   return claims
 end)
 
+-- Whether this worker already recorded this outcome of this attempt (the executor repeats a
+-- finish whose reply it lost): then a refusal is no news.
+local function recorded_before(t, attempt, state, worker)
+  for _, raw in ipairs(redis.call('LRANGE', K.task_run_history(t.id), 0, -1)) do
+    local h = cjson.decode(raw)
+    if tostring(h.attempt) == attempt and h.state == state and h.worker == worker then
+      return true
+    end
+  end
+  return false
+end
+
+-- A stale attempt's outcome was refused by the fence: say so, once, in the run's log stream
+-- (and to its driver), naming the task run and both attempts. Returns the line.
+local function log_refusal(ctx, t, attempt, worker)
+  local line = 'stale result refused: task run ' .. t.id .. ' attempt ' .. attempt ..
+    ' (worker ' .. worker .. ') finished after the task run had moved on to attempt ' ..
+    tostring(t.attempt) .. ' (' .. tostring(t.state) .. ', worker ' .. tostring(t.worker) ..
+    '); its outcome was discarded (the worker was frozen or cut off past its lease)'
+  local fields = {'ts', ctx.ts, 'level', 'WARNING', 'message', line, 'task_run_id', t.id,
+                  'name', redis.call('HGET', t.key, 'task_name') or ''}
+  if t.flow_run_id then
+    redis.call('XADD', K.logs(t.flow_run_id), 'MAXLEN', '~', C.LOGS_MAXLEN, '*', unpack(fields))
+  end
+  local echo = {'kind', 'log'}
+  for _, v in ipairs(fields) do table.insert(echo, v) end
+  reply(t.reply_to, echo)
+  return line
+end
+
 -- finish(a): record the outcomes of attempts, each fenced by its attempt number (a stale
--- attempt, one the reaper already ended, writes nothing).
+-- attempt, one the reaper already ended, writes nothing but one log line, see log_refusal).
 -- a[1] = executor id   a[2] = worker id
 -- then 10 values per outcome: task run id, attempt, state ('completed', 'failed',
 -- 'timed_out'), sealed result ('' = none), error type ('' = none), error message,
--- traceback, sealed exception pickle, retry delay seconds ('' = no retry), when the attempt
--- really started ('' = as claimed; a batched claim starts later than it was claimed).
--- Returns how many outcomes were recorded (the others were fenced off).
+-- traceback, sealed exception pickle, retry delay seconds ('' = no retry), how many seconds
+-- after its claim the attempt really started ('' = as claimed; a batched claim starts later
+-- than it was claimed). A delay, not a time: the executor's clock may be off from the server's.
+-- Returns {how many outcomes were recorded, then the log line of each refused one}.
 register('finish', function(_, args)
   local ctx, a = context(args)
   local processing, worker = K.processing(a[1]), a[2]
-  local recorded = 0
+  local recorded, out = 0, {0}
   for i = 3, #a, 10 do
     local id, attempt, state, started = a[i], a[i + 1], a[i + 2], a[i + 9]
     redis.call('LREM', processing, 0, id)
     local t = load_task(id)
     if t.state == 'running' and t.attempt == attempt then
-      if started ~= '' then correct_start(t, started) end
+      if started ~= '' and t.started then
+        correct_start(t, string.format('%.6f', tonumber(t.started) + tonumber(started)))
+      end
       local err = a[i + 4] ~= '' and a[i + 4] or nil
       if a[i + 8] ~= '' then
         schedule_attempt(ctx, t, tonumber(a[i + 8]), {
@@ -100,9 +140,12 @@ register('finish', function(_, args)
           worker = worker, count_worker = true})
       end
       recorded = recorded + 1
+    elseif t.state and not recorded_before(t, attempt, state, worker) then
+      table.insert(out, log_refusal(ctx, t, attempt, worker))
     end
   end
-  return recorded
+  out[1] = recorded
+  return out
 end)
 
 -- release(a): give back claimed task runs an executor has not started (its batch runs slow,
@@ -123,7 +166,7 @@ register('release', function(_, args)
 end)
 
 -- renew(a): extend the leases of the attempts a worker holds (called by its supervisor).
--- a[1] = worker id   a[2] = new deadline (epoch seconds)
+-- a[1] = worker id   a[2] = lease seconds: the new deadline is the server's now + this
 -- a[3] = how many of the ids that follow are running right now (they come first)
 -- a[4..] = task run ids in the worker's processing lists
 -- Only attempts still running on this worker are renewed; a lease the reaper already
@@ -132,13 +175,13 @@ end)
 -- crashed (reap.lua), not what its executors had claimed and not started.
 -- Returns how many leases were extended.
 register('renew', function(_, args)
-  local _, a = context(args)
-  local n, in_hand = 0, tonumber(a[3])
+  local ctx, a = context(args)
+  local n, in_hand, deadline = 0, tonumber(a[3]), ctx.now + tonumber(a[2])
   for i = 4, #a do
     local tr = K.task_run(a[i])
     local f = redis.call('HMGET', tr, 'state', 'worker', 'attempt')
     if f[1] == 'running' and f[2] == a[1] then
-      n = n + redis.call('ZADD', K.LEASES, 'XX', 'CH', a[2], a[i])
+      n = n + redis.call('ZADD', K.LEASES, 'XX', 'CH', deadline, a[i])
       if i < 4 + in_hand then redis.call('HSET', tr, 'in_hand', f[3]) end
     end
   end

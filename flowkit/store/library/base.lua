@@ -3,15 +3,28 @@
 --
 -- The calling convention of every function in the library (flowkit/store/functions.py):
 --   no KEYS (keys are built here with K.*, from ids),
---   ARGV[1] = now (epoch seconds, the caller's clock)   ARGV[2] = result ttl in ms
+--   ARGV[1] = reserved, ignored (it once carried the caller's clock)   ARGV[2] = result ttl in ms
 --   ARGV[3] = results up to this many bytes ride inside the reply message
 --   ARGV[4] = crashes before a task run is dead-lettered
 --   ARGV[5..] = the function's own arguments, documented in its header as a[1], a[2], ...
+--
+-- Time is the server's: ctx.now (epoch seconds, a number) and ctx.ts (the same instant as a
+-- string with microseconds, for hash fields) come from TIME, read once per call. Leases,
+-- heartbeats, due retries and reaping then all compare one clock, whatever the hosts' clocks
+-- say (a worker an hour ahead once reaped healthy runs 41 ms after they started).
+
+-- The server's clock: epoch seconds as a number and as a string with microseconds.
+local function server_now()
+  local t = redis.call('TIME')
+  local ts = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
+  return tonumber(ts), ts
+end
 
 local function context(args)
   local own = {}
   for i = 5, #args do own[i - 4] = args[i] end
-  return {now = tonumber(args[1]), ts = args[1], ttl_ms = args[2], inline = tonumber(args[3]),
+  local now, ts = server_now()
+  return {now = now, ts = ts, ttl_ms = args[2], inline = tonumber(args[3]),
           max_crashes = tonumber(args[4])}, own
 end
 

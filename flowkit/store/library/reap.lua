@@ -90,15 +90,18 @@ register('reap', function(_, args)
   return handled
 end)
 
--- promote(a): queue the retries whose delay has passed (every supervisor calls it). a: none.
--- Returns how many were queued.
+-- promote(a): queue the retries whose delay has passed (by the server's clock; every
+-- supervisor calls it) at the FRONT of their queues, the earliest due first: their turn came
+-- when they were first queued, and a backlog queued since must not add to their delay.
+-- a: none. Returns how many were queued.
 register('promote', function(_, args)
   local ctx = context(args)
   local due = redis.call('ZRANGEBYSCORE', K.RETRIES_DUE, '-inf', ctx.now, 'LIMIT', 0, 1000)
-  for _, id in ipairs(due) do
+  for i = #due, 1, -1 do  -- LPUSH in reverse: the earliest due ends up first
+    local id = due[i]
     redis.call('ZREM', K.RETRIES_DUE, id)
     local t = read(K.task_run(id), {'state', 'queue'})
-    if t.state == 'retrying' then queue_task(id, t.queue, false) end
+    if t.state == 'retrying' then queue_task(id, t.queue, true) end
   end
   return #due
 end)

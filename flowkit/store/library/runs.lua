@@ -50,40 +50,74 @@ register('flow_run_close', function(_, args)
   return redis.call('HGET', fr, 'state')
 end)
 
--- cancel(a): cancel task runs. Queued and waiting ones end CANCELLED at once; running ones
--- are flagged, and the supervisor running each kills it and records CANCELLED (reap).
--- a[1] = message   a[2] = flow run id ('' = only the task runs that follow): the flow run
--- ends CANCELLED first, all its task runs are cancelled, and its driver is told to stop the
--- flow function   a[3..] = task run ids
--- Returns {task runs cancelled at once, running attempts flagged}.
+-- cancel(a): cancel task runs, one bounded chunk per call (task_runs.cancel pages a big run
+-- through it). Queued and waiting ones end CANCELLED at once; running ones are flagged, and
+-- the supervisor running each kills it and records CANCELLED (reap).
+-- a[1] = message   a[2] = flow run id ('' = none): the flow run ends CANCELLED and its driver
+-- is told to stop the flow function (the caller sends its task runs in the chunks)
+-- a[3] = '1' to take the cancelled ids off their queues here (a handful: one LREM each)
+-- a[4..] = task run ids
+-- Otherwise a queued id stays on its queue list: an LREM per id walks the whole list each
+-- time (20,000 ids behind a backlog blocked the server for seconds). The claim drops ids
+-- that are no longer queued-state, and sweep (below) removes them in bounded stretches.
+-- Returns {task runs cancelled at once, running attempts flagged, queue names that still
+-- hold cancelled ids...}.
 register('cancel', function(_, args)
   local ctx, a = context(args)
   local message, flow_run_id = a[1], a[2]
-  local ids = {}
   if flow_run_id ~= '' then
-    ids = redis.call('ZRANGE', K.flow_run_tasks(flow_run_id), 0, -1)
     local driver = redis.call('HGET', K.flow_run(flow_run_id), 'reply_to')
     if move_flow_run(ctx, flow_run_id, 'cancelled', {'error_type', C.ERROR_TYPES.cancelled,
                                                      'error_message', message}, false) then
       reply(driver, {'kind', 'cancel_flow', 'id', flow_run_id, 'message', message})
     end
   end
-  for i = 3, #a do table.insert(ids, a[i]) end
-  local dropped, flagged = 0, 0
-  for _, id in ipairs(ids) do
-    local t = load_task(id)
+  local dropped, flagged, queues, out = 0, 0, {}, {0, 0}
+  for i = 4, #a do
+    local t = load_task(a[i])
     if t.state == 'pending' or t.state == 'retrying' then
-      redis.call('LREM', K.queue(t.queue or ''), 0, id)
-      redis.call('ZREM', K.RETRIES_DUE, id)
-      end_task_run(ctx, t, 'cancelled', {error_type = C.ERROR_TYPES.cancelled, message = message})
-      dropped = dropped + 1
+      redis.call('ZREM', K.RETRIES_DUE, t.id)
+      if a[3] == '1' then redis.call('LREM', K.queue(t.queue or ''), 1, t.id) end
+      if end_task_run(ctx, t, 'cancelled', {error_type = C.ERROR_TYPES.cancelled,
+                                            message = message}) then
+        dropped = dropped + 1
+        if a[3] ~= '1' and t.queue and not queues[t.queue] then
+          queues[t.queue] = true
+          table.insert(out, t.queue)
+        end
+      end
     elseif t.state == 'running' then
-      redis.call('SADD', K.CANCELLING, id)
+      redis.call('SADD', K.CANCELLING, t.id)
       redis.call('HSET', t.key, 'cancel_requested', ctx.ts)
       flagged = flagged + 1
     end
   end
-  return {dropped, flagged}
+  out[1], out[2] = dropped, flagged
+  return out
+end)
+
+-- sweep(a): remove the ids of ended task runs (cancelled while queued) from one stretch of a
+-- queue: linear in the stretch, never a walk per id. a[1] = queue name   a[2] = index where
+-- the stretch starts   a[3] = its length at most.
+-- Ids whose task run is still queued-state, or that are not flowkit's, stay where they are.
+-- Indexes shift between calls (claims pop the head): a stretch swept twice or skipped costs
+-- nothing, since claims drop ended ids too.
+-- Returns {where the next stretch starts, how many ids this stretch held, how many removed}.
+register('sweep', function(_, args)
+  local _, a = context(args)
+  local queue, start, count = K.queue(a[1]), tonumber(a[2]), tonumber(a[3])
+  local ids = redis.call('LRANGE', queue, start, start + count - 1)
+  local removed = 0
+  for i, id in ipairs(ids) do
+    local state = redis.call('HGET', K.task_run(id), 'state')
+    if state and S.TERMINAL[state] then
+      -- A marker the list cannot otherwise hold (ids never contain a NUL byte).
+      redis.call('LSET', queue, start + i - 1, '\0flowkit-swept')
+      removed = removed + 1
+    end
+  end
+  if removed > 0 then redis.call('LREM', queue, removed, '\0flowkit-swept') end
+  return {start + #ids - removed, #ids, removed}
 end)
 
 -- retry(a): retry a flow run's failed task runs (dashboard, CLI). Each whose envelope is still

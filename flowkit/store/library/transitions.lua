@@ -149,7 +149,9 @@ local function end_task_run(ctx, t, to, o)
 end
 
 -- A running attempt failed and another follows after `delay` seconds: the task run waits
--- RETRYING in K.RETRIES_DUE (holding no executor), or goes straight back to its queue.
+-- RETRYING in K.RETRIES_DUE (holding no executor), or goes straight back to the FRONT of its
+-- queue: a retry or crash re-run was due already, and behind a long backlog a 2 s delay would
+-- become minutes (promote in reap.lua puts due delayed retries at the front too).
 -- o: outcome (the failed attempt's state for the history entry), error_type, message,
 -- traceback, worker.
 local function schedule_attempt(ctx, t, delay, o)
@@ -166,7 +168,7 @@ local function schedule_attempt(ctx, t, delay, o)
     redis.call('HSET', K.rq_job(t.id), 'status', 'scheduled')
     redis.call('ZADD', K.RETRIES_DUE, ctx.now + delay, t.id)
   else
-    queue_task(t.id, t.queue, false)
+    queue_task(t.id, t.queue, true)
   end
   emit(C.TASK_RUN_EVENT, 'retrying', t.id, t.flow_run_id)
   t.state = 'retrying'
