@@ -140,9 +140,13 @@ class Executor:
         if not done and not claim and not give_back and not lines:
             return []
 
+        finish_at = 0  # the finish reply's index: the log lines' writes come first
+
         def build(pipe: Any) -> None:
+            nonlocal finish_at
             if lines:
                 add_lines(pipe, lines)
+            finish_at = len(pipe)
             if done:
                 attempts.finish(self.client, self.limits, self.worker_id, self.executor_id,
                                 [(c, a.outcome) for c, a in done], pipe=pipe)
@@ -166,7 +170,7 @@ class Executor:
                 delay = min(delay * 2, 5.0)
                 continue
             if done:
-                attempts.log_refused(replies[0])  # stale outcomes the fence refused
+                attempts.log_refused(replies[finish_at])  # stale outcomes the fence refused
             return self._with_bodies(replies[-1]) if claim else []
 
     def _claim(self, taken: str = "") -> list[Claim]:
