@@ -124,7 +124,6 @@ class Task(Generic[P, R]):
         self._signature = inspect.signature(fn)
         self._param_names = [p.name for p in self._signature.parameters.values()
                              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        self._pickled: tuple[str, bytes] | None = None
         self._policy: CachePolicy | None = None
         if options.cache_policy is not None or options.cache_key_fn is not None:
             from flowkit.caching import resolve_policy
@@ -168,9 +167,11 @@ class Task(Generic[P, R]):
 
     # -- internals --------------------------------------------------------------------------
     def _function_blob(self) -> tuple[str, bytes]:
-        if self._pickled is None:
-            self._pickled = serializers.dumps_function(self.fn)
-        return self._pickled
+        """The function pickled now, with what it refers to as it is now: a notebook that
+        changed a global since the last submit sends the new value. Pickled once per
+        submit/map call (not per element); equal blobs share a digest, so the driver writes
+        each distinct one to Redis once."""
+        return serializers.dumps_function(self.fn)
 
     def _execution_options(self) -> dict[str, Any]:
         opts = self.options
