@@ -98,7 +98,8 @@ class WorkerSupervisor:
             duties.HardTimeouts(self, config.hard_timeout_grace_seconds),
             duties.LeaseRenewal(self, config.heartbeat_seconds, config.lease_seconds),
             duties.RetryPromotion(self), duties.CancelWatch(self), duties.Reaper(self),
-            duties.RetentionSweep(self, config.run_retention_days)], self.worker_id)
+            duties.RetentionSweep(self, config.run_retention_days),
+            duties.DriverWatch(self)], self.worker_id)
 
     # -- what duties see (duties.Host) ------------------------------------------------------
     def executor_ids(self) -> list[str]:
