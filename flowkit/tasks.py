@@ -341,7 +341,8 @@ def _plain_size_bound(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
 
 def _too_large(task_name: str, index: int, count: int, size: int, limit: int) -> str:
     which = f"call {index + 1} of {count}" if count > 1 else "its call"
-    return (f"task {task_name!r}: {which} pickles to {size / (1 << 20):.1f} MiB ({size} bytes), "
+    shown = f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.1f} KiB"
+    return (f"task {task_name!r}: {which} pickles to {shown} ({size} bytes), "
             f"over FLOWKIT_MAX_ARGUMENT_BYTES={limit}; pass a path or URL to the data "
             "instead (or raise the limit); nothing was queued")
 
