@@ -7,10 +7,11 @@ import signal
 import time
 
 import pytest
-from conftest import wait_until
-from driver_processes import DriverProcess
 
+from driver_processes import DriverProcess
 from flowkit.store import flow_runs, task_runs
+
+from conftest import wait_until
 
 MESSAGE = re.compile(r"flowkit: interrupted: cancelled (\d+) queued and (\d+) running task runs")
 
