@@ -29,7 +29,6 @@ class AdhocRuns:
         self._lock = threading.Lock()
         self._created: set[str] = set()
         self._cell_run: str | None = None
-        self._cell_name = ""
         self._hooked = False
         self.in_cells = False
 
@@ -49,12 +48,12 @@ class AdhocRuns:
         with self._lock:
             if flow_run_id in self._created:
                 return
-            name = self._cell_name if self.in_cells else _script_name()
+            name = _cell_name() if self.in_cells else _script_name()
             flow_runs.create_flow_run(self.driver.client, self.driver.limits, flow_run_id,
                                       f"adhoc: {name}", kind="adhoc",
                                       reply_to=self.driver.reply_key)
             self._created.add(flow_run_id)
-        self.driver.heartbeat.attach(flow_run_id)
+        self.driver.heartbeat.attach(flow_run_id, urgent=self.in_cells)
 
     def failed(self, flow_run_id: str) -> None:
         """A submit failed: remove its run if it holds no task run (best effort)."""
@@ -82,15 +81,12 @@ class AdhocRuns:
         if shell is None:
             return
         self.in_cells = True
-        self._cell_name = f"cell {shell.execution_count}"
         shell.events.register("pre_run_cell", self._cell_started)
         shell.events.register("post_run_cell", self._cell_ended)
 
     def _cell_started(self, info: Any = None) -> None:
-        shell = _ipython()
         with self._lock:
             self._cell_run = None
-            self._cell_name = f"cell {shell.execution_count if shell else '?'}"
 
     def _cell_ended(self, result: Any = None) -> None:
         with self._lock:
@@ -114,7 +110,8 @@ class AdhocRuns:
         try:
             flow_runs.close_flow_run(self.driver.client, self.driver.limits, flow_run_id)
         except Exception:  # Redis away: the heartbeat ends it as "driver lost" if we never return
-            pass
+            return
+        self.driver.heartbeat.detach(flow_run_id)  # closed: it ends when its task runs end
 
     def close_all(self) -> None:
         """The driver leaves: every run still open closes (ends when its task runs end)."""
@@ -126,6 +123,12 @@ class AdhocRuns:
 
 def _script_name() -> str:
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "interactive"
+
+
+def _cell_name() -> str:
+    """The running cell's number as the notebook shows it (IPython counts it before it runs)."""
+    shell = _ipython()
+    return f"cell {shell.execution_count - 1}" if shell is not None else "cell"
 
 
 def _ipython() -> Any:

@@ -38,15 +38,22 @@ class DriverHeartbeat:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def attach(self, flow_run_id: str) -> None:
-        """Cover a flow run from now until it ends (and beat now)."""
+    def attach(self, flow_run_id: str, urgent: bool = True) -> None:
+        """Cover a flow run from now until it ends or is detached; ``urgent``: beat now (a
+        flow, a cell), else at the next period (a submit's own run, closed in a moment)."""
         with self._lock:
             self._runs.add(flow_run_id)
             if self._thread is None and not self._stopped.is_set():
                 self._thread = threading.Thread(target=self._loop, daemon=True,
                                                 name="flowkit-driver-heartbeat")
                 self._thread.start()
-        self._wake.set()
+        if urgent:
+            self._wake.set()
+
+    def detach(self, flow_run_id: str) -> None:
+        """Stop covering a run that ends by itself now (a closed ad-hoc run)."""
+        with self._lock:
+            self._runs.discard(flow_run_id)
 
     def beat_once(self) -> None:
         with self._lock:

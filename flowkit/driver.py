@@ -283,6 +283,10 @@ class Driver:
         if self._stopping or os.getpid() != self.pid:
             return
         self._stopping = True
+        if _script_ended_by_interrupt():
+            from flowkit._interrupts import cancel_after_interrupt
+
+            cancel_after_interrupt(self)
         self._listener.stop()
         self.adhoc.close_all()
         try:
@@ -291,6 +295,14 @@ class Driver:
         except Exception:  # Redis away at exit: the run stays as it was, nothing to undo
             pass
         self._local_workers.stop()
+
+
+def _script_ended_by_interrupt() -> bool:
+    """A script (not a REPL or notebook) is exiting on a Ctrl-C nobody caught: the work it
+    submitted outside flows and left unfinished is cancelled, not left to run on."""
+    return (isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+            and not hasattr(sys, "ps1") and not sys.flags.interactive
+            and "IPython" not in sys.modules)
 
 
 _driver: Driver | None = None

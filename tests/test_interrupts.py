@@ -64,8 +64,28 @@ def _when_running(client, flow_run_id: str, count: int) -> bool:
     return bool(run and int(run["n_running"]) >= count)
 
 
+#: Ctrl-C while the script does something else: the uncaught KeyboardInterrupt ends it.
+SLEEPING_SCRIPT = '''
+import time
+from flowkit import task
+
+@task
+def slow(i: int) -> int:
+    time.sleep(60)
+    return i
+
+futures = slow.map(range(30))
+print(futures[0].flow_run_id, flush=True)
+try:
+    time.sleep(60)
+finally:
+    print("interrupted", flush=True)
+'''
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("script", [WAITING_SCRIPT, FLOW_SCRIPT], ids=["waiting", "in_flow"])
+@pytest.mark.parametrize("script", [WAITING_SCRIPT, FLOW_SCRIPT, SLEEPING_SCRIPT],
+                         ids=["waiting", "in_flow", "uncaught_in_script"])
 def test_ctrl_c_cancels_the_queued_and_running_work_of_the_call(
         workers, client, tmp_path, script) -> None:
     workers.start("default", concurrency=2)
@@ -79,7 +99,8 @@ def test_ctrl_c_cancels_the_queued_and_running_work_of_the_call(
         interrupted = time.monotonic()
         assert driver.read_line(timeout=10) == "interrupted"
         took = time.monotonic() - interrupted
-        assert driver.wait(15) == 0
+        code = driver.wait(15)
+        assert code == (-signal.SIGINT if script is SLEEPING_SCRIPT else 0), driver.stderr()
     finally:
         driver.kill()
     assert took < 3.0, took
