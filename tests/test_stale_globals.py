@@ -78,8 +78,9 @@ def test_a_notebook_cell_that_changes_a_global_reruns_with_the_new_value(
     assert outputs[3].strip() == "101"
     assert time.monotonic() - started < 60
     # One ad-hoc run per cell that submitted, each ended when its task run did.
-    from conftest import wait_until
     from flowkit.store.flow_runs import list_flow_runs
+
+    from conftest import wait_until
 
     runs = wait_until(lambda: [r for r in list_flow_runs(client) if r["state"] == "completed"]
                       if len(list_flow_runs(client)) == 2 else None, timeout=10,
