@@ -68,9 +68,10 @@ class AdhocRuns:
             pass
 
     def call_ended(self, flow_run_id: str) -> None:
-        """A submit/map call returned: outside cells its run closes now."""
+        """A submit/map call returned: outside cells its run closes now (on the heartbeat
+        thread: the caller does not wait for it)."""
         if not self.in_cells:
-            self._close(flow_run_id)
+            self.driver.heartbeat.run_soon(lambda: self._close(flow_run_id))
 
     # -- cells -----------------------------------------------------------------------------
     def _hook_ipython(self) -> None:
