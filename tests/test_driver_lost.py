@@ -59,6 +59,7 @@ def test_a_killed_driver_has_its_flow_run_crashed_and_its_tasks_cancelled(
     assert run["error_type"] == "flowkit.errors.DriverLost"
     assert "driver lost" in run["error_message"]
     assert f"pid {driver.proc.pid}" in run["error_message"]
+    print(f"kill -9 to flow run CRASHED: {took:.2f} s (tolerance 2 s)")
     assert 1.0 < took < 8.0, took
     states = wait_until(lambda: _all_ended(client, flow_run_id), timeout=15,
                         message="every task run to end")
