@@ -46,7 +46,9 @@ end)
 -- driver_run_lost(a): end one flow run of a lost driver, if the driver is still past its
 -- deadline and the run still active: the run ends CRASHED "driver lost: <label> ...", its
 -- queued and waiting task runs end CANCELLED, its running ones are flagged for their
--- supervisors to kill (as cancel does). a[1] = driver id   a[2] = flow run id
+-- supervisors to kill (as cancel does). Cancelled ids stay in their queue list and claim
+-- skips them: the work is linear in the run's task runs, not in the queue's length.
+-- a[1] = driver id   a[2] = flow run id
 -- Returns {1 if the run was ended else 0, task runs cancelled, running attempts flagged}.
 register('driver_run_lost', function(_, args)
   local ctx, a = context(args)
@@ -64,7 +66,6 @@ register('driver_run_lost', function(_, args)
   for _, id in ipairs(redis.call('ZRANGE', K.flow_run_tasks(flow_run_id), 0, -1)) do
     local t = load_task(id)
     if t.state == 'pending' or t.state == 'retrying' then
-      redis.call('LREM', K.queue(t.queue or ''), 0, id)
       redis.call('ZREM', K.RETRIES_DUE, id)
       end_task_run(ctx, t, 'cancelled', {error_type = C.ERROR_TYPES.cancelled, message = message})
       dropped = dropped + 1
