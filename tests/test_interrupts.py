@@ -64,6 +64,10 @@ def _when_running(client, flow_run_id: str, count: int) -> bool:
     return bool(run and int(run["n_running"]) >= count)
 
 
+AS_COMPLETED_SCRIPT = WAITING_SCRIPT.replace(
+    "[f.result() for f in futures]",
+    "import flowkit.futures\n    [f.result() for f in flowkit.futures.as_completed(futures)]")
+
 #: Ctrl-C while the script does something else: the uncaught KeyboardInterrupt ends it.
 SLEEPING_SCRIPT = '''
 import time
@@ -84,8 +88,9 @@ finally:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", [WAITING_SCRIPT, FLOW_SCRIPT, SLEEPING_SCRIPT],
-                         ids=["waiting", "in_flow", "uncaught_in_script"])
+@pytest.mark.parametrize("script", [WAITING_SCRIPT, AS_COMPLETED_SCRIPT, FLOW_SCRIPT,
+                                    SLEEPING_SCRIPT],
+                         ids=["waiting", "as_completed", "in_flow", "uncaught_in_script"])
 def test_ctrl_c_cancels_the_queued_and_running_work_of_the_call(
         workers, client, tmp_path, script) -> None:
     workers.start("default", concurrency=2)
