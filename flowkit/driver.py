@@ -16,7 +16,9 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from flowkit import serializers
+from flowkit._adhoc import AdhocRuns
 from flowkit._dependencies import Decision, DependencyTracker
+from flowkit._driver_heartbeat import DriverHeartbeat
 from flowkit._ids import new_id
 from flowkit._listener import ReplyListener
 from flowkit._local_workers import LocalWorkers
@@ -26,7 +28,7 @@ from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionErro
 from flowkit.futures import TaskFuture
 from flowkit.settings import Settings, get_settings
 from flowkit.states import RunState
-from flowkit.store import flow_runs, keys, probes, task_runs, workers
+from flowkit.store import keys, probes, task_runs, workers
 from flowkit.store.connection import call, connect, redact
 from flowkit.store.limits import Limits
 
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 #: Seconds between checks that some worker serves the queues a driver waits on.
 WORKER_CHECK_SECONDS = 2.0
+#: Task run ids per bulk cancel call (an interrupt cancels its work chunk by chunk).
+CANCEL_CHUNK_IDS = 1000
 #: The error type of task runs that did not run because an upstream failed.
 UPSTREAM_FAILED = "flowkit.errors.UpstreamFailed"
 
@@ -67,7 +71,9 @@ class Driver:
         self._queues_checked: dict[str, float] = {}
         self._warned_queues: set[str] = set()
         self._local_workers = LocalWorkers(self.url, settings.home, settings.executor_count)
-        self._adhoc_flow_run: str | None = None
+        self.heartbeat = DriverHeartbeat(self.client, self.limits, self.driver_id,
+                                         settings.partition_tolerance_seconds)
+        self.adhoc = AdhocRuns(self)
         self._flow_threads: dict[str, int] = {}
         self._stopping = False
         self._echo_gate = EchoGate(TokenBucket(ECHO_LINES_PER_SECOND))
@@ -85,20 +91,11 @@ class Driver:
                  ex=self.settings.result_ttl_seconds)
             self._stored_functions.add(digest)
 
-    def adhoc_flow_run(self) -> str:
-        """The flow run that holds task calls made outside any flow in this process."""
-        with self._lock:
-            if self._adhoc_flow_run is None:
-                name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "interactive"
-                self._adhoc_flow_run = new_id()
-                flow_runs.create_flow_run(self.client, self.limits, self._adhoc_flow_run,
-                                          f"adhoc: {name}", kind="adhoc",
-                                          reply_to=self.reply_key)
-            return self._adhoc_flow_run
-
     def flow_started(self, flow_run_id: str) -> None:
-        """Remember which thread runs a flow, so that a cancellation can interrupt it."""
+        """Remember which thread runs a flow, so that a cancellation can interrupt it, and
+        cover the run with this driver's heartbeat."""
         self._flow_threads[flow_run_id] = threading.get_ident()
+        self.heartbeat.attach(flow_run_id)
 
     def flow_ended(self, flow_run_id: str) -> None:
         self._flow_threads.pop(flow_run_id, None)
@@ -111,6 +108,7 @@ class Driver:
         with self._lock:
             for spec, future, ups in zip(specs, futures, upstreams):
                 future.cache_key = spec.cache_key
+                future.flow_run_id = spec.flow_run_id
                 self._futures[spec.id] = future
                 pending = {u.task_run_id for u in ups if not u.done()}
                 bad = next((u for u in ups if u.done() and not u.state.is_success), None)
@@ -134,6 +132,25 @@ class Driver:
         dropped, flagged = task_runs.cancel(self.client, self.limits, task_run_ids=[task_run_id],
                                             message=f"task run {task_run_id} cancelled by request")
         return bool(dropped or flagged)
+
+    def cancel_task_runs(self, task_run_ids: list[str], message: str) -> tuple[int, int]:
+        """Cancel many task runs, one bulk call per chunk: (cancelled at once, running
+        attempts flagged to be killed)."""
+        dropped = flagged = 0
+        for start in range(0, len(task_run_ids), CANCEL_CHUNK_IDS):
+            d, f = task_runs.cancel(self.client, self.limits,
+                                    task_run_ids=task_run_ids[start:start + CANCEL_CHUNK_IDS],
+                                    message=message)
+            dropped, flagged = dropped + d, flagged + f
+        return dropped, flagged
+
+    def unfinished_adhoc(self, flow_run_ids: set[str] | None) -> list[TaskFuture[Any]]:
+        """Unfinished futures of work submitted outside flows (of ``flow_run_ids`` only, if
+        given); a flow running in another thread keeps its own."""
+        with self._lock:
+            futures = list(self._futures.values())
+        return [f for f in futures if not f.done() and f.flow_run_id not in self._flow_threads
+                and (flow_run_ids is None or f.flow_run_id in flow_run_ids)]
 
     # -- workers ----------------------------------------------------------------------------
     def check_workers(self, queues: set[str], force: bool = False) -> None:
@@ -281,19 +298,31 @@ class Driver:
 
     # -- shutdown ---------------------------------------------------------------------------
     def close(self) -> None:
-        """Leave the ad-hoc flow run (it ends now, or by itself when its last task run ends),
-        stop local workers and the listener."""
+        """Leave the ad-hoc flow runs still open (each ends now, or by itself when its last
+        task run ends), stop the heartbeat, local workers and the listener."""
         if self._stopping or os.getpid() != self.pid:
             return
         self._stopping = True
+        if _script_ended_by_interrupt():
+            from flowkit._interrupts import cancel_after_interrupt
+
+            cancel_after_interrupt(self)
         self._listener.stop()
+        self.adhoc.close_all()
         try:
-            if self._adhoc_flow_run is not None:
-                flow_runs.close_flow_run(self.client, self.limits, self._adhoc_flow_run)
+            self.heartbeat.stop()
             self.client.delete(self.reply_key)
         except Exception:  # Redis away at exit: the run stays as it was, nothing to undo
             pass
         self._local_workers.stop()
+
+
+def _script_ended_by_interrupt() -> bool:
+    """A script (not a REPL or notebook) is exiting on a Ctrl-C nobody caught: the work it
+    submitted outside flows and left unfinished is cancelled, not left to run on."""
+    return (isinstance(getattr(sys, "last_value", None), KeyboardInterrupt)
+            and not hasattr(sys, "ps1") and not sys.flags.interactive
+            and "IPython" not in sys.modules)
 
 
 _driver: Driver | None = None

@@ -84,6 +84,14 @@ class CancelledRun(FlowkitError):
     """The run was cancelled before it produced a result."""
 
 
+class ArgumentTooLarge(ConfigurationError):
+    """A task call's pickled arguments exceed FLOWKIT_MAX_ARGUMENT_BYTES (refused at submit)."""
+
+
+class DriverLost(FlowkitError):
+    """The driver of a flow run stopped heartbeating for longer than its partition tolerance."""
+
+
 class CacheKeyError(FlowkitError, ValueError):
     """An input could not be turned into a deterministic cache key."""
 

@@ -68,6 +68,13 @@ def run_bound(flow: Flow[..., Any], bound: inspect.BoundArguments,
                 _announce_retry(driver, flow, flow_run_id, attempt, exc, ctx)
                 attempt += 1
                 continue
+            if isinstance(exc, KeyboardInterrupt):
+                # The flow and all its task runs end CANCELLED in one call; the flow's thread
+                # is forgotten first, so the cancel's notice cannot interrupt it once more.
+                from flowkit._interrupts import cancel_flow_after_interrupt
+
+                driver.flow_ended(flow_run_id)
+                cancel_flow_after_interrupt(driver, flow_run_id)
             flow_runs.transition_flow_run(
                 driver.client, driver.limits, flow_run_id, state,
                 error_type=f"{type(exc).__module__}.{type(exc).__qualname__}",

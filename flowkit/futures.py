@@ -51,6 +51,9 @@ class TaskFuture(Generic[R]):
         self.observed = False
         #: The run's cache key ("" when the task does not cache).
         self.cache_key = ""
+        #: The flow run it belongs to (a flow's, or the ad-hoc run of its call or cell).
+        self.flow_run_id = ""
+        self._interrupt_cancelled = False
 
     def __repr__(self) -> str:
         return f"TaskFuture({self.task_name!r}, id={self.task_run_id!r}, state={self.state.value})"
@@ -97,13 +100,27 @@ class TaskFuture(Generic[R]):
             return False
         return self._driver.cancel_task_run(self.task_run_id)
 
+    def claim_interrupt_cancel(self) -> bool:
+        """True once for an unfinished future: an interrupt cancels it (and counts it) once."""
+        with self._lock:
+            if self._done.is_set() or self._interrupt_cancelled:
+                return False
+            self._interrupt_cancelled = True
+            return True
+
     def cancelled(self) -> bool:
         """True when the run ended CANCELLED."""
         return self._final_state is RunState.CANCELLED
 
     def wait(self, timeout: float | None = None) -> None:
-        """Block until the run ends or ``timeout`` seconds pass."""
-        self._driver.wait_for(self, timeout)
+        """Block until the run ends or ``timeout`` seconds pass; interrupted (Ctrl-C, a
+        notebook's stop button) outside a flow, cancel the work submitted outside flows (in a
+        notebook: this cell's) and re-raise. Inside a flow, the flow's run does it."""
+        try:
+            self._driver.wait_for(self, timeout)
+        except KeyboardInterrupt:
+            _interrupted(self._driver)
+            raise
 
     def result(self, timeout: float | None = None, raise_on_failure: bool = True) -> R:
         """The task's return value; re-raises the task's exception if it failed.
@@ -160,6 +177,15 @@ class TaskFuture(Generic[R]):
         rebuilt.remote_traceback = remote_tb  # type: ignore[attr-defined]
         rebuilt.remote_traceback_noted = True  # type: ignore[attr-defined]
         return rebuilt
+
+
+def _interrupted(driver: Driver) -> None:
+    from flowkit.context import flow_run_ctx
+
+    if flow_run_ctx.get() is None:
+        from flowkit._interrupts import cancel_after_interrupt
+
+        cancel_after_interrupt(driver)
 
 
 def _known_exception(exc_type: str, message: str) -> BaseException | None:
@@ -219,16 +245,27 @@ def as_completed(futures: Iterable[TaskFuture[Any]],
     deadline = None if timeout is None else time.monotonic() + timeout
     yielded = 0
     while yielded < len(futures):
-        with ready:
-            while len(finished) <= yielded:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise TaskTimeout(f"{len(futures) - yielded} of {len(futures)} futures "
-                                      f"unfinished after {timeout} s")
-                ready.wait(0.5 if remaining is None else min(remaining, 0.5))
-                if futures:
-                    futures[0]._driver.check_workers({f.queue for f in futures})
-            batch = finished[yielded:]
+        try:
+            batch = _next_finished(futures, finished, yielded, ready, deadline, timeout)
+        except KeyboardInterrupt:
+            _interrupted(futures[0]._driver)
+            raise
         for future in batch:
             yielded += 1
             yield future
+
+
+def _next_finished(futures: list[TaskFuture[Any]], finished: list[TaskFuture[Any]],
+                   yielded: int, ready: threading.Condition, deadline: float | None,
+                   timeout: float | None) -> list[TaskFuture[Any]]:
+    """Wait until a future beyond the ``yielded`` first has finished; return those."""
+    with ready:
+        while len(finished) <= yielded:
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TaskTimeout(f"{len(futures) - yielded} of {len(futures)} futures "
+                                  f"unfinished after {timeout} s")
+            ready.wait(0.5 if remaining is None else min(remaining, 0.5))
+            if futures:
+                futures[0]._driver.check_workers({f.queue for f in futures})
+        return finished[yielded:]

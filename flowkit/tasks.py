@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flowkit import serializers
 from flowkit.context import flow_run_ctx, task_run_ctx
-from flowkit.errors import ConfigurationError
+from flowkit.errors import ArgumentTooLarge, ConfigurationError
 from flowkit.futures import ResultRef, TaskFuture
 
 if TYPE_CHECKING:
@@ -124,7 +124,6 @@ class Task(Generic[P, R]):
         self._signature = inspect.signature(fn)
         self._param_names = [p.name for p in self._signature.parameters.values()
                              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        self._pickled: tuple[str, bytes] | None = None
         self._policy: CachePolicy | None = None
         if options.cache_policy is not None or options.cache_key_fn is not None:
             from flowkit.caching import resolve_policy
@@ -168,9 +167,11 @@ class Task(Generic[P, R]):
 
     # -- internals --------------------------------------------------------------------------
     def _function_blob(self) -> tuple[str, bytes]:
-        if self._pickled is None:
-            self._pickled = serializers.dumps_function(self.fn)
-        return self._pickled
+        """The function pickled now, with what it refers to as it is now: a notebook that
+        changed a global since the last submit sends the new value. Pickled once per
+        submit/map call (not per element); equal blobs share a digest, so the driver writes
+        each distinct one to Redis once."""
+        return serializers.dumps_function(self.fn)
 
     def _execution_options(self) -> dict[str, Any]:
         opts = self.options
@@ -186,38 +187,61 @@ class Task(Generic[P, R]):
 
         driver = get_driver()
         flow_ctx = flow_run_ctx.get()
-        flow_run_id = flow_ctx.flow_run_id if flow_ctx else driver.adhoc_flow_run()
+        adhoc = None if flow_ctx else driver.adhoc
+        flow_run_id = flow_ctx.flow_run_id if flow_ctx else driver.adhoc.run_for_call()
         log_prints = self.options.log_prints
         if log_prints is None:
             log_prints = bool(flow_ctx and flow_ctx.log_prints)
         queue = self.options.queue or driver.settings.default_queue
         exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue}
+        # Everything that can refuse the call (pickling, sizes, cache keys) runs before any
+        # record is written: a refused call leaves nothing behind.
         prepared = self._prepare(calls, exec_opts, flow_run_id,
-                                 flow_ctx.parameters if flow_ctx else {})
+                                 flow_ctx.parameters if flow_ctx else {},
+                                 driver.settings.max_argument_bytes)
         digest, blob = self._function_blob()
-        driver.store_function(digest, blob)
-        futures = self._send(driver, prepared, exec_opts, flow_run_id, queue, digest)
+        try:
+            if adhoc is not None:
+                adhoc.record(flow_run_id)
+            driver.store_function(digest, blob)
+            futures = self._send(driver, prepared, exec_opts, flow_run_id, queue, digest)
+        except BaseException:
+            if adhoc is not None:
+                adhoc.failed(flow_run_id)
+            raise
+        finally:
+            if adhoc is not None:
+                adhoc.call_ended(flow_run_id)
         if flow_ctx is not None:
             flow_ctx.futures.extend(futures)
         return futures
 
     def _prepare(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
                  exec_opts: dict[str, Any], flow_run_id: str,
-                 flow_parameters: dict[str, Any]) -> list[_PreparedCall]:
-        """Pickle (and key) every call first: one that cannot travel, or cannot be hashed for
-        its cache key, raises before anything is queued. Past KEEP_PICKLED_BYTES the bytes are
-        dropped and pickled again when sent: cheaper than holding a whole large map."""
+                 flow_parameters: dict[str, Any], max_bytes: int) -> list[_PreparedCall]:
+        """Pickle (and key) every call first: one that cannot travel, is larger than
+        ``max_bytes`` pickled, or cannot be hashed for its cache key, raises before anything
+        is queued. Past KEEP_PICKLED_BYTES the bytes are dropped and pickled again when sent:
+        cheaper than holding a whole large map.
+
+        Raises:
+            ArgumentTooLarge: a call's pickled arguments exceed ``max_bytes``.
+        """
         from flowkit._ids import new_id
 
         prepared = []
         kept = 0
-        for args, kwargs in calls:
+        for index, (args, kwargs) in enumerate(calls):
             found: list[TaskFuture[Any]] = []
             args = tuple(_replace_futures(a, found) for a in args)
             kwargs = {k: _replace_futures(v, found) for k, v in kwargs.items()}
             call = _PreparedCall(new_id(), args, kwargs, found, self._preview(args, kwargs))
-            if kept <= KEEP_PICKLED_BYTES or not _always_picklable(args, kwargs):
+            if (kept <= KEEP_PICKLED_BYTES or not _always_picklable(args, kwargs)
+                    or _plain_size_bound(args, kwargs) > max_bytes):
                 body = self._dump_body(args, kwargs, exec_opts)
+                if len(body) > max_bytes:
+                    raise ArgumentTooLarge(_too_large(self.name, index, len(calls), len(body),
+                                                      max_bytes))
                 kept += len(body)
                 call.body = body if kept <= KEEP_PICKLED_BYTES else None
             if self._policy is not None:
@@ -244,13 +268,29 @@ class Task(Generic[P, R]):
         """Sign and queue chunk by chunk: workers start on the first chunk while later ones are
         still being signed, and a sender thread writes one chunk to Redis while this thread
         signs the next (hashing and socket writes release the GIL)."""
-        from flowkit.store.task_runs import CacheOptions, TaskRunSpec
+        from flowkit.store.task_runs import CacheOptions
 
         expiration = self.options.cache_expiration
         cache = CacheOptions(
             expiration_ms=int(expiration.total_seconds() * 1000) if expiration else None,
             refresh=bool(self.options.refresh_cache))
         sender = _ChunkSender(driver, cache)
+        try:
+            self._send_chunks(driver, sender, prepared, exec_opts, flow_run_id, queue, digest)
+            return sender.futures()
+        except BaseException as exc:
+            sent = sender.drain()  # every chunk in flight is in Redis before anything else
+            if isinstance(exc, KeyboardInterrupt) and flow_run_ctx.get() is None:
+                from flowkit._interrupts import cancel_futures
+
+                cancel_futures(driver, sent)
+            raise
+
+    def _send_chunks(self, driver: Driver, sender: _ChunkSender, prepared: list[_PreparedCall],
+                     exec_opts: dict[str, Any], flow_run_id: str, queue: str,
+                     digest: str) -> None:
+        from flowkit.store.task_runs import TaskRunSpec
+
         specs: list[TaskRunSpec] = []
         upstreams: list[list[TaskFuture[Any]]] = []
         size, chunk_runs = 0, FIRST_CHUNK_RUNS
@@ -275,7 +315,6 @@ class Task(Generic[P, R]):
                 sender.send(specs, upstreams)
                 specs, upstreams, size = [], [], 0
                 chunk_runs = min(2 * chunk_runs, MAX_CHUNK_RUNS)
-        return sender.futures()
 
     def _dump_body(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                    exec_opts: dict[str, Any]) -> bytes:
@@ -290,6 +329,22 @@ class Task(Generic[P, R]):
 
 #: Types whose values always pickle: a call made only of these needs no trial pickling.
 _ALWAYS_PICKLABLE = frozenset({bytes, str, int, float, bool, type(None)})
+
+
+def _plain_size_bound(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    """An upper bound of the pickled size of a call made only of plain values (a str takes
+    at most 4 bytes a character in UTF-8), so that small ones need no trial pickling."""
+    values = [*args, *kwargs.values()]
+    return 4096 + sum(4 * len(v) if isinstance(v, str) else len(v) if isinstance(v, bytes)
+                      else 16 for v in values) + sum(len(k) for k in kwargs)
+
+
+def _too_large(task_name: str, index: int, count: int, size: int, limit: int) -> str:
+    which = f"call {index + 1} of {count}" if count > 1 else "its call"
+    shown = f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.1f} KiB"
+    return (f"task {task_name!r}: {which} pickles to {shown} ({size} bytes), "
+            f"over FLOWKIT_MAX_ARGUMENT_BYTES={limit}; pass a path or URL to the data "
+            "instead (or raise the limit); nothing was queued")
 
 
 def _always_picklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
@@ -343,6 +398,22 @@ class _ChunkSender:
         finally:
             if self.pool is not None:
                 self.pool.shutdown(wait=True)
+
+    def drain(self) -> list[TaskFuture[Any]]:
+        """After a failure or an interrupt: wait for the chunks in flight; the futures of
+        every chunk that was queued."""
+        out: list[TaskFuture[Any]] = []
+        for item in self.pending:
+            if isinstance(item, list):
+                out.extend(item)
+                continue
+            try:
+                out.extend(item.result())
+            except Exception:  # that chunk was not queued
+                pass
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+        return out
 
 
 def _expand_map(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]

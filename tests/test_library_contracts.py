@@ -396,8 +396,11 @@ def test_every_library_function_but_prune_has_a_contract_case() -> None:
     (test_prune_preview.py)."""
     import re
 
+    from test_drivers_library import DRIVER_CASE_FUNCTIONS
+
     registered = set(re.findall(r"register\('([a-z_]+)'", functions.library().source))
-    assert registered - {c.fn for c in CASES} == {"prune", "prune_preview"}
+    unchecked = registered - {c.fn for c in CASES} - DRIVER_CASE_FUNCTIONS
+    assert unchecked == {"prune", "prune_preview"}
 
 
 def test_no_library_file_spells_a_key_or_a_state_table() -> None:

@@ -187,3 +187,28 @@ class RetentionSweep:
         if pruned.flow_runs or pruned.task_runs:
             logger.info("worker %s: deleted %d flow runs and %d task runs older than %g days",
                         host.worker_id, pruned.flow_runs, pruned.task_runs, self.days)
+
+
+class DriverWatch:
+    """Ends the flow runs of drivers that stopped heartbeating for longer than their partition
+    tolerance (judged by the Redis server's clock): each run ends CRASHED ("driver lost") with
+    its queued task runs cancelled, one atomic call per run; any supervisor may do it."""
+
+    period, delay = REAP_SECONDS, 0.5
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def run(self) -> None:
+        from flowkit.store import drivers
+
+        client, limits = self.host.client, self.host.limits
+        for lost in drivers.lost(client, limits):
+            for flow_run_id in lost.runs:
+                ended = drivers.end_lost_run(client, limits, lost.driver_id, flow_run_id)
+                if ended.ended:
+                    logger.warning("worker %s: driver %s of flow run %s is lost: the run "
+                                   "crashed; %d queued task runs cancelled, %d running ones "
+                                   "stopped", self.host.worker_id, lost.driver_id,
+                                   flow_run_id, ended.cancelled, ended.flagged)
+            drivers.forget(client, limits, lost.driver_id, only_if_lost=True)

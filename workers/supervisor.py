@@ -101,7 +101,7 @@ class WorkerSupervisor:
             duties.LeaseRenewal(self, config.heartbeat_seconds, config.lease_seconds),
             duties.RetryPromotion(self), duties.CancelWatch(self), duties.Reaper(self),
             duties.RetentionSweep(self, config.run_retention_days),
-            keycheck.ProbeWatch(self, config.queues)], self.worker_id)
+            keycheck.ProbeWatch(self, config.queues), duties.DriverWatch(self)], self.worker_id)
 
     # -- what duties see (duties.Host) ------------------------------------------------------
     def executor_ids(self) -> list[str]:

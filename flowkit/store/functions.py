@@ -43,12 +43,13 @@ if TYPE_CHECKING:
 
 #: Library files in load order: shared helpers, then entry points (each registers its own).
 FILES = ("base", "queueing", "transitions", "cache", "enqueue", "attempts", "reap", "runs",
-         "prune", "registry")
+         "prune", "registry", "drivers")
 
 #: The error type recorded for each way an attempt ends without reporting itself.
 ERROR_TYPES = {"crashed": "flowkit.errors.WorkerCrashed",
                "timed_out": "flowkit.errors.TaskTimeout",
-               "cancelled": "flowkit.errors.CancelledRun"}
+               "cancelled": "flowkit.errors.CancelledRun",
+               "driver_lost": "flowkit.errors.DriverLost"}
 
 
 def _lua(value: Any) -> str:

@@ -53,6 +53,9 @@ DEAD_LETTER = PREFIX + "deadletter"
 CANCELLING = PREFIX + "cancelling"
 #: Sorted set of task run ids waiting out a retry delay, scored by when they are due.
 RETRIES_DUE = PREFIX + "retries:due"
+#: Sorted set of heartbeating driver ids by deadline (the Redis server's time plus the driver's
+#: partition tolerance): past it, the driver is lost and its flow runs are ended.
+DRIVERS = PREFIX + "drivers"
 #: Held (SET NX PX) by the supervisor running this minute's retention sweep.
 PRUNE_LOCK = PREFIX + "prune:lock"
 
@@ -144,6 +147,11 @@ def reply(driver_id: str) -> str:
     return f"{PREFIX}reply:{driver_id}"
 
 
+def driver(driver_id: str) -> str:
+    """Hash of a heartbeating driver: ``label`` (host and pid), ``tolerance``, ``runs``."""
+    return f"{PREFIX}driver:{driver_id}"
+
+
 def worker(worker_id: str) -> str:
     """Hash describing one worker (host, pid, queues, concurrency, counters)."""
     return WORKER_PREFIX + worker_id
@@ -178,7 +186,7 @@ def cache_index(task_name: str) -> str:
 LUA_BUILDERS: tuple[Callable[[str], str], ...] = (
     queue, bell, queue_stats, rq_job, task_run, task_run_history, result, flow_run,
     flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, cache,
-    cache_lock, cache_waiters, cache_index, queue_workers,
+    cache_lock, cache_waiters, cache_index, queue_workers, driver, reply,
 )
 
 #: Fixed keys the Lua library gets (``K.<NAME>`` there).
@@ -186,4 +194,5 @@ LUA_CONSTANTS: dict[str, str] = {
     "FLOW_RUNS": FLOW_RUNS, "EVENTS": EVENTS, "LEASES": LEASES, "DEAD_LETTER": DEAD_LETTER,
     "CANCELLING": CANCELLING, "RETRIES_DUE": RETRIES_DUE, "RQ_QUEUES": RQ_QUEUES,
     "WORKERS": WORKERS,
+    "DRIVERS": DRIVERS,
 }

@@ -1,0 +1,62 @@
+"""Real driver processes for lifecycle tests: a script run with ``python``, its output read
+line by line with a bound on every wait."""
+
+from __future__ import annotations
+
+import os
+import selectors
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+
+class DriverProcess:
+    """A driver script in its own process; stdout read as lines, stderr kept in a file."""
+
+    def __init__(self, tmp_path: Path, source: str, env: dict[str, str] | None = None) -> None:
+        script = tmp_path / "driver_script.py"
+        script.write_text(textwrap.dedent(source))
+        self.stderr_path = tmp_path / "driver_stderr.txt"
+        with open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-u", str(script)], stdout=subprocess.PIPE, stderr=err,
+                env={**os.environ, **(env or {})}, cwd=tmp_path)
+        self._buffer = b""
+
+    def read_line(self, timeout: float = 30.0) -> str:
+        """The next line the script printed; fails after ``timeout`` seconds."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        selector = selectors.DefaultSelector()
+        selector.register(self.proc.stdout, selectors.EVENT_READ)
+        try:
+            while b"\n" not in self._buffer:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not selector.select(remaining):
+                    raise AssertionError(f"no line from the driver in {timeout} s; stderr: "
+                                         f"{self.stderr()}")
+                chunk = os.read(self.proc.stdout.fileno(), 65536)
+                if not chunk:
+                    raise AssertionError(f"the driver exited ({self.proc.wait(5)}); stderr: "
+                                         f"{self.stderr()}")
+                self._buffer += chunk
+        finally:
+            selector.close()
+        line, self._buffer = self._buffer.split(b"\n", 1)
+        return line.decode()
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 30.0) -> int:
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """Kill it if it still runs, and close its pipe."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
