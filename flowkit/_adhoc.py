@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit._ids import new_id
 from flowkit.store import drivers, flow_runs
+from flowkit.store.task_runs import AdhocRecord
 
 if TYPE_CHECKING:
     from flowkit.driver import Driver
@@ -43,17 +44,16 @@ class AdhocRuns:
                 self._cell_run = new_id()
             return self._cell_run
 
-    def record(self, flow_run_id: str) -> None:
-        """Write the run's record (once), now that the call's arguments are ready."""
+    def record(self, flow_run_id: str) -> AdhocRecord | None:
+        """What the call's enqueue records with its task runs (None: the run exists, a cell's
+        earlier call wrote it): the record costs no round trip of its own."""
         with self._lock:
             if flow_run_id in self._created:
-                return
-            name = _cell_name() if self.in_cells else _script_name()
-            flow_runs.create_flow_run(self.driver.client, self.driver.limits, flow_run_id,
-                                      f"adhoc: {name}", kind="adhoc",
-                                      reply_to=self.driver.reply_key)
+                return None
             self._created.add(flow_run_id)
+            name = _cell_name() if self.in_cells else _script_name()
         self.driver.heartbeat.attach(flow_run_id, urgent=self.in_cells)
+        return AdhocRecord(f"adhoc: {name}", close=not self.in_cells)
 
     def failed(self, flow_run_id: str) -> None:
         """A submit failed: remove its run if it holds no task run (best effort)."""
@@ -67,11 +67,17 @@ class AdhocRuns:
         except Exception:  # Redis away: the run stays, and closes when the driver leaves
             pass
 
-    def call_ended(self, flow_run_id: str) -> None:
+    def call_ended(self, flow_run_id: str, closed: bool = False) -> None:
         """A submit/map call returned: outside cells its run closes now (on the heartbeat
-        thread: the caller does not wait for it)."""
-        if not self.in_cells:
-            self.driver.heartbeat.run_soon(lambda: self._close(flow_run_id))
+        thread: the caller does not wait for it), unless its one enqueue ``closed`` it."""
+        if self.in_cells:
+            return
+        if closed:
+            with self._lock:
+                self._created.discard(flow_run_id)
+            self.driver.heartbeat.detach(flow_run_id)
+            return
+        self.driver.heartbeat.run_soon(lambda: self._close(flow_run_id))
 
     # -- cells -----------------------------------------------------------------------------
     def _hook_ipython(self) -> None:

@@ -101,8 +101,10 @@ class Driver:
         self._flow_threads.pop(flow_run_id, None)
 
     def submit(self, specs: list[task_runs.TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
-               cache: task_runs.CacheOptions | None = None) -> list[TaskFuture[Any]]:
-        """Write and queue task runs; those with unfinished upstream futures wait here."""
+               cache: task_runs.CacheOptions | None = None,
+               adhoc: task_runs.AdhocRecord | None = None) -> list[TaskFuture[Any]]:
+        """Write and queue task runs; those with unfinished upstream futures wait here.
+        ``adhoc``: the call's ad-hoc run, recorded by the same enqueue."""
         futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
         failed_upstream: list[tuple[str, TaskFuture[Any]]] = []
         with self._lock:
@@ -119,7 +121,7 @@ class Driver:
                         failed_upstream.append((spec.id, bad))
         for name in {s.queue for s in specs}:  # workers check their key against it
             probes.refresh_probe(self.client, self.key, name)  # (once a minute, not per task)
-        task_runs.enqueue_task_runs(self.client, self.limits, specs, cache)
+        task_runs.enqueue_task_runs(self.client, self.limits, specs, cache, adhoc)
         for task_run_id, bad in failed_upstream:
             with self._lock:
                 decision = self._dependencies.fail(task_run_id, bad.task_run_id)

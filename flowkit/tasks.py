@@ -19,7 +19,7 @@ from flowkit.futures import ResultRef, TaskFuture
 if TYPE_CHECKING:
     from flowkit.caching import CacheKey, CachePolicy
     from flowkit.driver import Driver
-    from flowkit.store.task_runs import CacheOptions, TaskRunSpec
+    from flowkit.store.task_runs import AdhocRecord, CacheOptions, TaskRunSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -200,18 +200,18 @@ class Task(Generic[P, R]):
                                  flow_ctx.parameters if flow_ctx else {},
                                  driver.settings.max_argument_bytes)
         digest, blob = self._function_blob()
+        sender = _ChunkSender(driver, self._cache_options(),
+                              adhoc.record(flow_run_id) if adhoc is not None else None)
         try:
-            if adhoc is not None:
-                adhoc.record(flow_run_id)
             driver.store_function(digest, blob)
-            futures = self._send(driver, prepared, exec_opts, flow_run_id, queue, digest)
+            futures = self._send(driver, sender, prepared, exec_opts, flow_run_id, queue, digest)
         except BaseException:
             if adhoc is not None:
                 adhoc.failed(flow_run_id)
             raise
         finally:
             if adhoc is not None:
-                adhoc.call_ended(flow_run_id)
+                adhoc.call_ended(flow_run_id, closed=sender.closed_adhoc)
         if flow_ctx is not None:
             flow_ctx.futures.extend(futures)
         return futures
@@ -263,18 +263,20 @@ class Task(Generic[P, R]):
             return key
         return CacheKey.from_parts({"task": self.name, **key.parts})
 
-    def _send(self, driver: Driver, prepared: list[_PreparedCall], exec_opts: dict[str, Any],
-              flow_run_id: str, queue: str, digest: str) -> list[TaskFuture[R]]:
-        """Sign and queue chunk by chunk: workers start on the first chunk while later ones are
-        still being signed, and a sender thread writes one chunk to Redis while this thread
-        signs the next (hashing and socket writes release the GIL)."""
+    def _cache_options(self) -> CacheOptions:
         from flowkit.store.task_runs import CacheOptions
 
         expiration = self.options.cache_expiration
-        cache = CacheOptions(
+        return CacheOptions(
             expiration_ms=int(expiration.total_seconds() * 1000) if expiration else None,
             refresh=bool(self.options.refresh_cache))
-        sender = _ChunkSender(driver, cache)
+
+    def _send(self, driver: Driver, sender: _ChunkSender, prepared: list[_PreparedCall],
+              exec_opts: dict[str, Any], flow_run_id: str, queue: str,
+              digest: str) -> list[TaskFuture[R]]:
+        """Sign and queue chunk by chunk: workers start on the first chunk while later ones are
+        still being signed, and a sender thread writes one chunk to Redis while this thread
+        signs the next (hashing and socket writes release the GIL)."""
         try:
             self._send_chunks(driver, sender, prepared, exec_opts, flow_run_id, queue, digest)
             return sender.futures()
@@ -312,7 +314,7 @@ class Task(Generic[P, R]):
             size += len(body)
             if (size >= SUBMIT_CHUNK_BYTES or len(specs) >= chunk_runs
                     or index == len(prepared) - 1):
-                sender.send(specs, upstreams)
+                sender.send(specs, upstreams, last=index == len(prepared) - 1)
                 specs, upstreams, size = [], [], 0
                 chunk_runs = min(2 * chunk_runs, MAX_CHUNK_RUNS)
 
@@ -369,24 +371,39 @@ _SENT = _PreparedCall("", (), {}, [], "")
 
 
 class _ChunkSender:
-    """Queues chunks of a submit in order: the first at once, later ones from a thread."""
+    """Queues chunks of a submit in order: the first at once, later ones from a thread.
 
-    def __init__(self, driver: Driver, cache: CacheOptions) -> None:
+    Outside flows every chunk carries the call's ad-hoc run record (written by the first);
+    a call sent in one chunk closes its run in that same enqueue.
+    """
+
+    def __init__(self, driver: Driver, cache: CacheOptions,
+                 adhoc: AdhocRecord | None = None) -> None:
         self.driver = driver
         self.cache = cache
+        self.adhoc = adhoc
+        self.closed_adhoc = False
         self.pool: Any = None
         self.pending: list[Any] = []
 
-    def send(self, specs: list[TaskRunSpec], upstreams: list[list[TaskFuture[Any]]]) -> None:
+    def send(self, specs: list[TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
+             last: bool = False) -> None:
+        adhoc = self.adhoc
+        if adhoc is not None:
+            from flowkit.store.task_runs import AdhocRecord
+
+            close = adhoc.close and last and not self.pending
+            adhoc = AdhocRecord(adhoc.name, close=close)
+            self.closed_adhoc = close
         if self.pool is None and self.pending:
             from concurrent.futures import ThreadPoolExecutor
 
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowkit-submit")
         if self.pool is None:
-            self.pending.append(self.driver.submit(specs, upstreams, self.cache))
+            self.pending.append(self.driver.submit(specs, upstreams, self.cache, adhoc))
         else:
             self.pending.append(self.pool.submit(self.driver.submit, specs, upstreams,
-                                                 self.cache))
+                                                 self.cache, adhoc))
 
     def futures(self) -> list[TaskFuture[Any]]:
         """All futures, in call order, once every chunk is queued (re-raises a send error)."""

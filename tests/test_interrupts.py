@@ -137,8 +137,8 @@ def noop(i: int) -> int:
 
 sent = []
 real_submit = task_module._ChunkSender.send
-def send_then_interrupt(self, specs, upstreams):
-    real_submit(self, specs, upstreams)
+def send_then_interrupt(self, specs, upstreams, last=False):
+    real_submit(self, specs, upstreams, last)
     sent.append(len(specs))
     if len(sent) == 3:
         os.kill(os.getpid(), signal.SIGINT)

@@ -119,6 +119,21 @@ CASES = [
          {f"queue:{QUEUE}": ["t1"], "cache_lock:k1": "t1", "cache_waiters:k1": ["t2"],
           "task:t2.cache_wait": "1", "task:t1.cache_ttl_ms": "60000"},
          cache_keys=("k1",)),
+    Case("enqueue", "enqueue records a call's ad-hoc run first and closes it after the call",
+         lambda c: None,
+         lambda c, lim: task_runs.enqueue_task_runs(
+             c, lim, [spec("t1"), spec("t2", held=True)],
+             adhoc=task_runs.AdhocRecord("adhoc: script.py", close=True)),
+         {"flow:f1.state": "running", "flow:f1.kind": "adhoc", "flow:f1.name": "adhoc: script.py",
+          "flow:f1.auto_close": "1", "flow:f1.n_pending": "2", "flow:f1.n_total": "2",
+          f"queue:{QUEUE}": ["t1"], "events": [("flow", "f1", "running")]}),
+    Case("enqueue", "an ad-hoc run answered wholly from the cache ends with its enqueue",
+         lambda c: c.set("flowkit:cache:k1", b"sealed"),
+         lambda c, lim: task_runs.enqueue_task_runs(
+             c, lim, [spec("t1", cache_key="k1")],
+             adhoc=task_runs.AdhocRecord("adhoc: script.py", close=True)),
+         {"flow:f1.state": "completed", "task:t1.state": "cached", "flow:f1.n_cached": "1"},
+         cache_keys=("k1",)),
     # -- claim ------------------------------------------------------------------------------
     Case("claim", "claim starts an attempt: running, leased, counted, in the history",
          flow_with(("t1", "pending")),

@@ -52,6 +52,15 @@ class TaskRunSpec:
 
 
 @dataclass(frozen=True)
+class AdhocRecord:
+    """The ad-hoc flow run a call outside any flow records with its first task runs."""
+
+    name: str
+    #: Close it after this call (it ends by itself when its task runs end).
+    close: bool = False
+
+
+@dataclass(frozen=True)
 class CacheOptions:
     """How the task runs of one submit use the cache."""
 
@@ -75,11 +84,15 @@ _RQ_DATA = _rq_data_template()
 
 
 def enqueue_task_runs(client: redis.Redis, limits: Limits, specs: list[TaskRunSpec],
-                      cache: CacheOptions | None = None) -> None:
+                      cache: CacheOptions | None = None, adhoc: AdhocRecord | None = None
+                      ) -> None:
     """Write task runs and queue the ready ones (or answer them from the cache): one call of
     enqueue.lua per chunk of runs, all in one round trip.
 
     All specs of one call share task, flow run, queue and driver (one ``submit``/``map``).
+    ``adhoc``: the flow run is a call's ad-hoc run, recorded by the same call when it does not
+    exist yet (and closed after it when ``adhoc.close``), so a submit outside any flow costs
+    no round trip more than one inside a flow.
     """
     if not specs:
         return
@@ -88,12 +101,14 @@ def enqueue_task_runs(client: redis.Redis, limits: Limits, specs: list[TaskRunSp
     shared = [first.flow_run_id, first.task_name, first.queue, first.reply_to,
               json.dumps(first.tags), first.retries, *_RQ_DATA, _iso(time.time()),
               "" if cache.expiration_ms is None else cache.expiration_ms,
-              "1" if cache.refresh else "0"]
-    functions.execute(client, lambda pipe: _queue_enqueue(client, limits, pipe, specs, shared))
+              "1" if cache.refresh else "0", adhoc.name if adhoc else "", "0"]
+    close = adhoc is not None and adhoc.close
+    functions.execute(client,
+                      lambda pipe: _queue_enqueue(client, limits, pipe, specs, shared, close))
 
 
 def _queue_enqueue(client: redis.Redis, limits: Limits, pipe: Any, specs: list[TaskRunSpec],
-                   shared: list[Any]) -> None:
+                   shared: list[Any], close: bool) -> None:
     args: list[Any] = list(shared)
     size = 0
     for spec in specs:
@@ -105,10 +120,13 @@ def _queue_enqueue(client: redis.Redis, limits: Limits, pipe: Any, specs: list[T
         args += [spec.id, spec.envelope, body, spec.parameters, "1" if spec.held else "0",
                  ",".join(spec.upstream), spec.cache_key, spec.cache_parts]
         size += len(spec.body)
-        if len(args) - len(shared) >= 8 * ENQUEUE_CHUNK_RUNS or size >= ENQUEUE_CHUNK_BYTES:
+        full = len(args) - len(shared) >= 8 * ENQUEUE_CHUNK_RUNS or size >= ENQUEUE_CHUNK_BYTES
+        if full and spec is not specs[-1]:
             functions.call(client, "enqueue", limits, args, pipe=pipe)
             args, size = list(shared), 0
     if len(args) > len(shared):
+        if close:  # the last chunk closes the ad-hoc run
+            args[len(shared) - 1] = "1"
         functions.call(client, "enqueue", limits, args, pipe=pipe)
 
 

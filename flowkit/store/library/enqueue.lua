@@ -8,6 +8,10 @@
 -- a[7], a[8] = RQ job data before and after the id (a pickled call of run_task_run)
 -- a[9] = now as ISO-8601 (RQ's format)   a[10] = cache expiration ms ('' = none)
 -- a[11] = '1' to refresh the cache (run, never answer from it)
+-- a[12] = name of the ad-hoc flow run to record first when it does not exist yet ('' = the
+-- flow run exists: a flow's, or an earlier chunk's; saves a submit outside flows a round trip)
+-- a[13] = '1' to close that run after this chunk (a call sent in one chunk: the run ends by
+-- itself when its task runs end)
 -- then 8 values per task run: id, envelope head, envelope body ('' when the caller wrote it
 -- with HSET), parameters JSON, held ('1'/'0': waits for upstream futures), upstream ids
 -- (comma-separated), cache key ('' = none), cache key parts JSON.
@@ -16,7 +20,11 @@ register('enqueue', function(_, args)
   local ctx, a = context(args)
   local flow_run_id, task_name, queue = a[1], a[2], a[3]
   local pending, hits, rung = 0, 0, 0
-  for i = 12, #a, 8 do
+  if a[12] ~= '' then
+    create_flow_run(ctx, {id = flow_run_id, name = a[12], kind = 'adhoc', state = 'running',
+                          reply_to = a[4]})
+  end
+  for i = 14, #a, 8 do
     local id, held, cache_key = a[i], a[i + 4], a[i + 6]
     local tr = K.task_run(id)
     redis.call('HSET', tr, 'id', id, 'flow_run_id', flow_run_id, 'task_name', task_name,
@@ -62,6 +70,10 @@ register('enqueue', function(_, args)
   redis.call('HINCRBY', fr, 'n_total', pending + hits)
   redis.call('SADD', K.RQ_QUEUES, K.queue(queue))
   ring(queue, rung)
+  if a[13] == '1' then
+    redis.call('HSET', fr, 'auto_close', '1')
+    close_if_done(ctx, flow_run_id)
+  end
   return hits
 end)
 

@@ -8,21 +8,9 @@
 -- Returns 1, or 0 when a run with that id exists already (nothing is written).
 register('flow_run_create', function(_, args)
   local ctx, a = context(args)
-  local id, state = a[1], a[4]
-  local fr = K.flow_run(id)
-  if redis.call('EXISTS', fr) == 1 or not allowed(nil, state, 'flow run ' .. id) then
-    return 0
-  end
-  local fields = {'id', id, 'name', a[2], 'kind', a[3], 'state', state, 'created', ctx.ts,
-                  'started', ctx.ts, 'updated', ctx.ts, 'parameters', a[5], 'tags', a[6],
-                  'parent', a[7], 'n_total', 0, 'reply_to', a[8]}
-  for _, s in ipairs(S.ALL) do table.insert(fields, 'n_' .. s); table.insert(fields, 0) end
-  redis.call('HSET', fr, unpack(fields))
-  redis.call('ZADD', K.FLOW_RUNS, ctx.now, id)
-  redis.call('ZADD', K.flow_runs_in_state(state), ctx.now, id)
-  redis.call('ZADD', K.flow_runs_named(a[2]), ctx.now, id)
-  emit(C.FLOW_RUN_EVENT, state, id, nil)
-  return 1
+  return create_flow_run(ctx, {id = a[1], name = a[2], kind = a[3], state = a[4],
+                               parameters = a[5], tags = a[6], parent = a[7],
+                               reply_to = a[8]}) and 1 or 0
 end)
 
 -- flow_run_move(a): move a flow run to another state, checked against the state table.

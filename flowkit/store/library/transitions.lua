@@ -70,6 +70,27 @@ local function final_flow_state(c)
   return 'completed'
 end
 
+-- Record a new flow run and index it (flow_run_create, and enqueue for a call's ad-hoc run).
+-- f = {id, name, kind, state, parameters, tags, parent, reply_to}. False when a run with that
+-- id exists already or the state is not a starting state (nothing is written).
+local function create_flow_run(ctx, f)
+  local fr = K.flow_run(f.id)
+  if redis.call('EXISTS', fr) == 1 or not allowed(nil, f.state, 'flow run ' .. f.id) then
+    return false
+  end
+  local fields = {'id', f.id, 'name', f.name, 'kind', f.kind, 'state', f.state, 'created', ctx.ts,
+                  'started', ctx.ts, 'updated', ctx.ts, 'parameters', f.parameters or '{}',
+                  'tags', f.tags or '[]', 'parent', f.parent or '', 'n_total', 0,
+                  'reply_to', f.reply_to or ''}
+  for _, s in ipairs(S.ALL) do table.insert(fields, 'n_' .. s); table.insert(fields, 0) end
+  redis.call('HSET', fr, unpack(fields))
+  redis.call('ZADD', K.FLOW_RUNS, ctx.now, f.id)
+  redis.call('ZADD', K.flow_runs_in_state(f.state), ctx.now, f.id)
+  redis.call('ZADD', K.flow_runs_named(f.name), ctx.now, f.id)
+  emit(C.FLOW_RUN_EVENT, f.state, f.id, nil)
+  return true
+end
+
 -- A flow run with no driver to end it (retried from the dashboard, or left by a driver that
 -- exited with work queued) has auto_close = 1: it ends when its last task run ends.
 local function close_if_done(ctx, flow_run_id)
