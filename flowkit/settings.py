@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         default=1.0, gt=0,
         description="After timeout_seconds, a task that ignored the soft interrupt gets this "
                     "long before its executor process is killed and replaced.")
+    stop_grace_seconds: float = Field(
+        default=30.0, ge=0,
+        description="A stopping worker (SIGTERM, `flowkit worker stop`) lets running tasks "
+                    "finish for this long, then hands them back to the front of their queues "
+                    "and exits 0. `flowkit worker start --grace` overrides it.")
     echo_logs: bool = Field(default=True, description="Drivers echo run log lines to stderr.")
     server_port: int = Field(default=6390, gt=0, lt=65536,
                              description="TCP port the embedded server listens on when free.")

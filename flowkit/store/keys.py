@@ -180,3 +180,9 @@ LUA_CONSTANTS: dict[str, str] = {
     "FLOW_RUNS": FLOW_RUNS, "EVENTS": EVENTS, "LEASES": LEASES, "DEAD_LETTER": DEAD_LETTER,
     "CANCELLING": CANCELLING, "RETRIES_DUE": RETRIES_DUE, "RQ_QUEUES": RQ_QUEUES,
 }
+
+
+def worker_stop(worker_id: str) -> str:
+    """A request that worker ``worker_id`` drain and stop (its value: the grace in seconds,
+    '' for the worker's own); written by `flowkit worker stop`, taken by the supervisor."""
+    return f"{WORKER_PREFIX}{worker_id}:stop"
