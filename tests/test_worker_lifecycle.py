@@ -199,3 +199,26 @@ def test_worker_stop_unknown_id_is_one_line_and_exit_2(client) -> None:
     assert len(lines) == 1 and "no-such-worker" in lines[0] and "worker ls" in lines[0]
     assert client.get("flowkit:worker:no-such-worker:stop") is None
 
+
+
+def test_executors_that_keep_dying_are_restarted_with_backoff(workers, client,
+                                                              tmp_path) -> None:
+    # Every executor dies as it starts (a broken environment on this host); the supervisor
+    # lives on and spaces the restarts out instead of spinning.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os\n"
+        "with open('/proc/self/cmdline', 'rb') as f:\n"
+        "    if b'flowkit.workers.executor' in f.read():\n"
+        "        os._exit(5)\n")
+    proc = workers.start("default", concurrency=1,
+                         env={"PYTHONPATH": f"{site}{os.pathsep}{TESTS_DIR}"})
+    workers.wait_registered(client)
+    time.sleep(5.0)
+    assert proc.poll() is None, workers.output(proc)
+    restarts = [line for line in workers.output(proc).splitlines()
+                if "exited with exit code 5; restarting" in line]
+    # 0.1 + 0.2 + 0.4 + 0.8 + 1.6 + 3.2 s: about six in five seconds, not one per tick.
+    assert 3 <= len(restarts) <= 8, restarts
+    assert any("restarting in 1.6s" in line for line in restarts), restarts
