@@ -131,8 +131,13 @@ def test_task_death_kills_its_whole_process_tree(workers, client, tmp_path, how)
     assert identity.submit("next").result(timeout=15) == "next"
 
 
-def test_drain_past_grace_hands_running_attempts_back_to_the_front(workers, client) -> None:
-    proc = _start(workers, "-c", "1", "--grace", "1")
+@pytest.mark.parametrize("grace_from", ["option", "setting"])
+def test_drain_past_grace_hands_running_attempts_back_to_the_front(workers, client,
+                                                                   grace_from) -> None:
+    if grace_from == "option":
+        proc = _start(workers, "-c", "1", "--grace", "1")
+    else:
+        proc = _start(workers, "-c", "1", env={"FLOWKIT_STOP_GRACE_SECONDS": "1"})
     workers.wait_registered(client)
     running = sleep_then.submit(30.0, "slow")
     wait_until(lambda: _state(client, running) == "running", message="task to start")
