@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from flowkit import task
 from flowkit.cli import cli
 from flowkit.store import task_runs
+from flowkit.workers.process_tree import group_members
 
 from conftest import TESTS_DIR, wait_until
 from tasks_for_tests import identity, sleep_then
@@ -115,6 +116,7 @@ def test_task_death_kills_its_whole_process_tree(workers, client, tmp_path, how)
         _spawns_children_then_hangs)
     proc = workers.start("default", concurrency=1)
     workers.wait_registered(client)
+    [executor] = wait_until(lambda: _children(proc.pid), message="executor started")
     future = hang.submit(str(pids_file), 9 if how == "executor-exit" else None)
     pids = wait_until(lambda: pids_file.exists() and pids_file.read_text().split(),
                       timeout=15, message="the task to start its children")
@@ -124,6 +126,7 @@ def test_task_death_kills_its_whole_process_tree(workers, client, tmp_path, how)
         future.cancel()
     wait_until(lambda: not any(_alive(p) for p in pids), timeout=8,
                message=f"the task's children to die ({how})")
+    assert group_members(executor) == []  # the executor's whole process group is gone
     expected = {"hard-timeout": "timed_out", "executor-exit": "crashed", "cancel": "cancelled"}
     wait_until(lambda: _state(client, future) == expected[how], timeout=10,
                message=f"state {expected[how]}")
