@@ -128,8 +128,8 @@ class Executor:
             if not done:
                 oldest = finished
             done.append((claimed, attempt))
-            if batch and (self.stopping or self.policy.is_slow(finished - started)):
-                # Slower than the batch promised (or shutting down): the rest of the batch
+            if batch and (not self._may_claim() or self.policy.is_slow(finished - started)):
+                # Slower than the batch promised (or stopping, or orphaned): the rest of the batch
                 # goes back to the queue for idle executors instead of waiting behind us.
                 if inflight is not None:
                     batch.extend(inflight.result())
