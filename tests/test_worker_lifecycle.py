@@ -60,19 +60,20 @@ def _start(workers, *args: str, env: dict[str, str] | None = None) -> subprocess
 
 
 def test_supervisor_killed_alone_takes_its_executors_with_it(workers, client) -> None:
-    proc = workers.start("default", concurrency=1, env=FAST_LEASES)
+    proc = workers.start("default", concurrency=2, env=FAST_LEASES)
     workers.wait_registered(client)
-    running = sleep_then.submit(3.0, "ran")
-    wait_until(lambda: _state(client, running) == "running", message="task to start")
+    runs = [sleep_then.submit(3.0, "ran"), sleep_then.submit(3.0, "ran")]
+    wait_until(lambda: all(_state(client, f) == "running" for f in runs),
+               message="both executors busy")
     queued = identity.map(range(5))
-    time.sleep(0.5)  # a lease renewal marks the running attempt in hand
-    [executor] = _children(proc.pid)
-    assert client.llen("rq:queue:default") == 5
+    time.sleep(0.5)  # a lease renewal marks the running attempts in hand
+    executors = _children(proc.pid)
+    assert len(executors) == 2 and client.llen("rq:queue:default") == 5
 
     os.kill(proc.pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_until(lambda: not _alive(executor), timeout=1.0, interval=0.01,
-               message="the executor to die with its supervisor")
+    wait_until(lambda: not any(_alive(p) for p in executors), timeout=1.0, interval=0.01,
+               message="the executors to die with their supervisor")
     died_after = time.monotonic() - killed_at
     time.sleep(1.0)
     # Nothing more was claimed: the five stay queued, untouched, in order.
@@ -80,10 +81,11 @@ def test_supervisor_killed_alone_takes_its_executors_with_it(workers, client) ->
     assert all(_state(client, f) == "pending" for f in queued)
 
     # Another worker reaps the dead one's lease: only the running attempt counts a crash.
-    workers.start("default", concurrency=1, env=FAST_LEASES)
-    assert running.result(timeout=30) == "ran"
+    workers.start("default", concurrency=2, env=FAST_LEASES)
+    assert [f.result(timeout=30) for f in runs] == ["ran", "ran"]
     assert [f.result(timeout=30) for f in queued] == list(range(5))
-    assert client.hget(f"flowkit:taskrun:{running.task_run_id}", "crashes") == b"1"
+    for f in runs:
+        assert client.hget(f"flowkit:taskrun:{f.task_run_id}", "crashes") == b"1"
     for f in queued:
         assert client.hget(f"flowkit:taskrun:{f.task_run_id}", "crashes") is None
         assert [h["state"] for h in task_runs.get_history(client, f.task_run_id)] == [
