@@ -36,6 +36,11 @@ def client_for(url: str):  # type: ignore[no-untyped-def]
     return redis.Redis.from_url(url)
 
 
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -80,12 +85,16 @@ def test_cut_off_worker_kills_what_it_cannot_renew_logs_once_and_recovers(
         time.sleep(max(0.0, 10.0 - (time.monotonic() - cut_at)))  # stay cut off for 10 s
         assert proc.poll() is None, workers.output(proc)
         during = workers.output(proc)
+        assert len(_children(proc.pid)) == 1  # no restart while Redis is away
 
         os.kill(info.pid, signal.SIGCONT)
         # Recovered: the attempt runs again (handed back, or reaped once its lease expired).
         assert future.result(timeout=30) == "ran again"
         wait_until(lambda: "worker cut-off: contact with Redis is back" in workers.output(proc),
                    timeout=10, message="the supervisor to log the way back")
+        # The killed executor was replaced once Redis answered again (not while cut off).
+        wait_until(lambda: len(_children(proc.pid)) == 2, timeout=10,
+                   message="the killed executor to be replaced")
         history = [h["state"] for h in task_runs.get_history(client_for(info.url()),
                                                              future.task_run_id)]
     finally:
