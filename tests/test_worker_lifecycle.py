@@ -128,7 +128,8 @@ def test_task_death_kills_its_whole_process_tree(workers, client, tmp_path, how)
         future.cancel()
     wait_until(lambda: not any(_alive(p) for p in pids), timeout=8,
                message=f"the task's children to die ({how})")
-    assert group_members(executor) == []  # the executor's whole process group is gone
+    # The executor's whole process group goes (a killed process takes a moment to exit).
+    wait_until(lambda: group_members(executor) == [], timeout=2, message="an empty group")
     expected = {"hard-timeout": "timed_out", "executor-exit": "crashed", "cancel": "cancelled"}
     wait_until(lambda: _state(client, future) == expected[how], timeout=10,
                message=f"state {expected[how]}")
