@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         default=32 << 20, gt=0,
         description="A task call whose pickled arguments are larger than this is refused at "
                     "submit (pass a path or URL to the data instead).")
+    stop_grace_seconds: float = Field(
+        default=30.0, ge=0,
+        description="A stopping worker (SIGTERM, `flowkit worker stop`) lets running tasks "
+                    "finish for this long, then hands them back to the front of their queues "
+                    "and exits 0. `flowkit worker start --grace` overrides it.")
     echo_logs: bool = Field(default=True, description="Drivers echo run log lines to stderr.")
     server_port: int = Field(default=6390, gt=0, lt=65536,
                              description="TCP port the embedded server listens on when free.")

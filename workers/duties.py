@@ -4,6 +4,11 @@ A duty is whatever a supervisor does on a timer: renew leases, reap dead workers
 queue due retries, stop cancelled attempts, enforce hard timeouts, sweep old runs. New
 subsystems (the scheduler, trigger evaluation, autoscaling) join as duties of their own
 instead of growing the supervisor's loop.
+
+While Redis is unreachable, only the duties marked ``while_cut_off`` run (the lease renewal,
+which also probes for the way back, and the hard timeouts); the others wait instead of each
+blocking the loop for a socket timeout and logging a line. The loss and the return are logged
+once, by the supervisor's Contact.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
+from flowkit.errors import StoreConnectionError
 from flowkit.store import attempts, keys, workers
 from flowkit.store.connection import call
 
@@ -20,12 +26,15 @@ if TYPE_CHECKING:
     import redis
 
     from flowkit.store.limits import Limits
+    from flowkit.workers.contact import Contact
     from flowkit.workers.slots import Running
 
 logger = logging.getLogger(__name__)
 
 #: Seconds between checks for cancelled running tasks and due retries.
 POLL_SECONDS = 0.2
+#: Seconds between checks for a stop request (`flowkit worker stop` acts within a second).
+STOP_POLL_SECONDS = 0.5
 #: Seconds between reaps of expired leases.
 REAP_SECONDS = 1.0
 #: At most this many seconds between retention sweeps (at least two per retention period);
@@ -42,6 +51,8 @@ class Host(Protocol):
     worker_id: str
     queues: list[str]
     limits: Limits
+    #: Whether Redis answers; the lease renewal reports its successes here.
+    contact: Contact
 
     def executor_ids(self) -> list[str]:
         """The ids of this worker's executors."""
@@ -52,6 +63,10 @@ class Host(Protocol):
     def kill(self, task_run_id: str, outcome: str, message: str,
              retry_delay: float | None = None) -> None:
         """Kill the executor running ``task_run_id`` and record how the attempt ended."""
+
+    def drain(self, grace: float | None = None) -> None:
+        """Stop taking work; hand back what still runs after ``grace`` seconds (None: the
+        worker's own --grace)."""
 
 
 class Duty(Protocol):
@@ -67,31 +82,47 @@ class Duty(Protocol):
 
 
 class DutyRunner:
-    """Runs each duty when it is due; one failing duty (Redis away) does not stop others."""
+    """Runs each duty when it is due; one failing duty does not stop others, and while Redis
+    is unreachable only the duties that must keep running do."""
 
     def __init__(self, duties: list[Duty], worker_id: str,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 contact: Contact | None = None) -> None:
         self.duties, self.worker_id, self.clock = duties, worker_id, clock
+        self.contact = contact
         start = clock()
         self.due = [start + d.delay for d in duties]
 
     def run_due(self) -> None:
         now = self.clock()
         for i, duty in enumerate(self.duties):
-            if now >= self.due[i]:
-                self.due[i] = now + duty.period
-                try:
-                    duty.run()
-                except Exception as exc:  # Redis away for a moment: the next period retries
+            if now < self.due[i]:
+                continue
+            self.due[i] = now + duty.period
+            if (self.contact is not None and self.contact.is_lost
+                    and not getattr(duty, "while_cut_off", False)):
+                continue
+            try:
+                duty.run()
+            except StoreConnectionError as exc:  # logged once, as a change of contact
+                if self.contact is None:
                     logger.warning("worker %s: %s failed: %s", self.worker_id,
                                    type(duty).__name__, exc)
+                else:
+                    self.contact.failed(exc)
+            except Exception as exc:  # Redis answered with an error: the next period retries
+                logger.warning("worker %s: %s failed: %s", self.worker_id,
+                               type(duty).__name__, exc)
 
 
 class LeaseRenewal:
     """Heartbeat, and the leases of every attempt this worker holds, renewed by the
-    supervisor (a task hogging the CPU cannot make its worker look dead)."""
+    supervisor (a task hogging the CPU cannot make its worker look dead). Its successes tell
+    the supervisor that Redis answers: the lease watchdog kills what runs once they stop for
+    a lease's length."""
 
     delay = 0.0
+    while_cut_off = True
 
     def __init__(self, host: Host, period: float, lease_seconds: float) -> None:
         self.host, self.period, self.lease_seconds = host, period, lease_seconds
@@ -103,6 +134,7 @@ class LeaseRenewal:
         workers.heartbeat(host.client, host.worker_id, host.queues, busy=len(running))
         attempts.renew_leases(host.client, host.limits, host.worker_id, held,
                               self.lease_seconds, running=running)
+        host.contact.ok()
 
 
 class RetryPromotion:
@@ -136,6 +168,7 @@ class HardTimeouts:
     """Kills executors whose task ignored its soft timeout for longer than the grace."""
 
     period, delay = 0.0, 0.0
+    while_cut_off = True
 
     def __init__(self, host: Host, grace_seconds: float) -> None:
         self.host, self.grace_seconds = host, grace_seconds
@@ -149,6 +182,21 @@ class HardTimeouts:
                                f"task exceeded timeout_seconds={seconds:g} and ignored the "
                                "interrupt; its executor process was killed and replaced",
                                retry_delay=running.timeout_retry_delay)
+
+
+class StopRequests:
+    """Drains the worker when `flowkit worker stop` asked for it (from any host)."""
+
+    period, delay = STOP_POLL_SECONDS, 0.0
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+
+    def run(self) -> None:
+        request = workers.take_stop_request(self.host.client, self.host.worker_id)
+        if request is not None:
+            logger.info("worker %s: stop requested from Redis", self.host.worker_id)
+            self.host.drain(None if request < 0 else request)
 
 
 class Reaper:

@@ -5,6 +5,10 @@ claim of the next ones travel in the same pipeline. Only when every queue is emp
 executor block on Redis (BLMOVE on one queue, BLMPOP on the queues' bells for several), so an
 idle pool costs nothing and a new task starts at once. How much it claims at once is the
 BatchPolicy's decision.
+
+An executor never claims without a live supervisor (only the supervisor renews leases): the
+kernel kills it when the supervisor dies (process_tree.die_with_parent), and it checks its
+parent before every claim, busy or idle, for kernels without that request.
 """
 
 from __future__ import annotations
@@ -30,7 +34,9 @@ from flowkit.store.connection import connect
 from flowkit.store.limits import Limits
 from flowkit.store.logs import Line, add_lines
 from flowkit.workers.batching import BatchPolicy
+from flowkit.workers.contact import Contact
 from flowkit.workers.execution import Attempt, ExecutionContext, run_attempt
+from flowkit.workers.process_tree import die_with_parent
 from flowkit.workers.slots import Slot
 
 logger = logging.getLogger(__name__)
@@ -56,6 +62,8 @@ class ExecutorConfig:
     connect_timeout: float
     socket_timeout: float
     slot_path: Path | None = None
+    #: The supervisor's pid; None: this process's parent at start.
+    supervisor_pid: int | None = None
 
 
 class Executor:
@@ -72,11 +80,22 @@ class Executor:
         self.queues = config.queues
         self.policy = BatchPolicy()
         self.stopping = False
-        self.parent_pid = os.getppid()
+        self.parent_pid = config.supervisor_pid or os.getppid()
+        self.contact = Contact(f"executor {config.executor_id}", logger)
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """Finish the running attempt, then exit (SIGTERM/SIGINT)."""
         self.stopping = True
+
+    def supervisor_alive(self) -> bool:
+        """Checked before every claim (one getppid call): an orphaned executor stops."""
+        if os.getppid() == self.parent_pid:
+            return True
+        if not self.stopping:
+            logger.warning("supervisor %d is gone; executor stops without claiming",
+                           self.parent_pid)
+        self.stopping = True
+        return False
 
     def run(self) -> int:
         """Serve until asked to stop (or, in burst mode, until the queues are empty)."""
@@ -84,7 +103,7 @@ class Executor:
             return self._loop(flusher)
 
     def _loop(self, flusher: ThreadPoolExecutor) -> int:
-        batch: deque[Claim] = deque(self._claim())
+        batch: deque[Claim] = deque(self._claim() if self.supervisor_alive() else [])
         done: list[tuple[Claim, Attempt]] = []
         inflight: Future[list[Claim]] | None = None
         oldest = 0.0
@@ -95,7 +114,7 @@ class Executor:
                     inflight = None
                     if batch:
                         continue
-                batch.extend(self._flush(done, claim=not self.stopping))
+                batch.extend(self._flush(done, claim=self._may_claim()))
                 done = []
                 if batch:
                     continue
@@ -111,8 +130,8 @@ class Executor:
             if not done:
                 oldest = finished
             done.append((claimed, attempt))
-            if batch and (self.stopping or self.policy.is_slow(finished - started)):
-                # Slower than the batch promised (or shutting down): the rest of the batch
+            if batch and (not self._may_claim() or self.policy.is_slow(finished - started)):
+                # Slower than the batch promised (or stopping, or orphaned): the rest of the batch
                 # goes back to the queue for idle executors instead of waiting behind us.
                 if inflight is not None:
                     batch.extend(inflight.result())
@@ -123,9 +142,12 @@ class Executor:
             elif batch and inflight is None and self.policy.flush_now(finished - oldest):
                 # Record the outcomes, and claim what follows the task in hand, in the
                 # background: the round trip overlaps the next task instead of delaying it.
-                inflight = flusher.submit(self._flush, done, not self.stopping, None,
+                inflight = flusher.submit(self._flush, done, self._may_claim(), None,
                                           self.policy.next_claim(len(batch)))
                 done = []
+
+    def _may_claim(self) -> bool:
+        return not self.stopping and self.supervisor_alive()
 
     def _flush(self, done: list[tuple[Claim, Attempt]], claim: bool,
                give_back: list[Claim] | None = None, limit: int | None = None) -> list[Claim]:
@@ -162,6 +184,13 @@ class Executor:
         while True:
             try:
                 replies = functions.execute(self.client, build)
+            except StoreConnectionError as exc:  # cut off: keep the outcomes, retry a while
+                self.contact.failed(exc)
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
             except Exception as exc:  # Redis restarting or full: keep outcomes, retry a while
                 if time.monotonic() > deadline:
                     raise
@@ -169,6 +198,7 @@ class Executor:
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
+            self.contact.ok()
             if done:
                 attempts.log_refused(replies[finish_at])  # stale outcomes the fence refused
             return self._with_bodies(replies[-1]) if claim else []
@@ -182,21 +212,26 @@ class Executor:
         return attempts.fetch_bodies(self.client, attempts.parse_claims(raw, time.time()))
 
     def _wait_for_work(self) -> list[Claim]:
+        if not self.supervisor_alive():  # the blocking pop claims too
+            return []
         try:
             woken, task_run_id = attempts.wait_for_work(self.client, self.executor_id,
                                                         self.queues, BLOCK_SECONDS)
         except StoreConnectionError as exc:
-            logger.warning("%s", exc)
+            self.contact.failed(exc)
             time.sleep(1.0)
             return []
+        self.contact.ok()
         if not woken:
-            if os.getppid() != self.parent_pid:
-                logger.warning("supervisor %d is gone; executor stops", self.parent_pid)
-                self.stopping = True
             return []
         # One queue: the id is already on our processing list. Several: a bell rang, and the
         # claim takes whatever is first in priority order.
-        return self._claim(task_run_id)
+        claims = self._claim(task_run_id)
+        if claims and not self.supervisor_alive():
+            # Orphaned while blocked: what the pop took goes back to the front, unstarted.
+            self._flush([], claim=False, give_back=claims)
+            return []
+        return claims
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +247,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst", action="store_true")
     parser.add_argument("--slot", type=Path, default=None,
                         help="shared-memory file telling the supervisor what runs")
+    parser.add_argument("--supervisor-pid", type=int, default=None,
+                        help="die when this process (the parent) is gone")
     ns = parser.parse_args(argv)
+    # First, before any import or connection: a supervisor that died while this process
+    # started leaves the parent changed, and the kernel's request only covers later deaths.
+    die_with_parent()
+    if ns.supervisor_pid and os.getppid() != ns.supervisor_pid:
+        return 0
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s executor {ns.executor_id} %(levelname)s %(message)s")
     settings = get_settings()
@@ -222,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         burst=ns.burst, key=load_signing_key(secret, settings.home),
         limits=Limits.from_settings(settings), lease_seconds=settings.lease_seconds,
         connect_timeout=settings.connect_timeout, socket_timeout=settings.socket_timeout,
-        slot_path=ns.slot))
+        slot_path=ns.slot, supervisor_pid=ns.supervisor_pid))
     signal.signal(signal.SIGTERM, executor.request_stop)
     signal.signal(signal.SIGINT, executor.request_stop)
     sys.path.insert(0, os.getcwd())

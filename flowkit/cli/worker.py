@@ -1,4 +1,4 @@
-"""``flowkit worker start`` and ``flowkit worker ls``."""
+"""``flowkit worker start``, ``flowkit worker stop`` and ``flowkit worker ls``."""
 
 from __future__ import annotations
 
@@ -27,9 +27,14 @@ def worker() -> None:
 @redis_url_option
 @click.option("--burst", is_flag=True, help="Exit once the queues are empty.")
 @click.option("--name", default=None, help="Worker id (default: host-pid-random).")
+@click.option("--grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="On SIGTERM or `flowkit worker stop`, let running tasks finish for this "
+                   "long, then hand them back to the front of their queues and exit 0 "
+                   "(default: FLOWKIT_STOP_GRACE_SECONDS, 30). A second signal hands back "
+                   "at once.")
 @click.option("--parent-pid", type=int, default=None, hidden=True)
 def start(queues: tuple[str, ...], concurrency: int | None, redis_url: str | None, burst: bool,
-          name: str | None, parent_pid: int | None) -> None:
+          name: str | None, grace: float | None, parent_pid: int | None) -> None:
     """Start a worker: a supervisor with N warm executor processes."""
     from flowkit.settings import get_settings
     from flowkit.workers.supervisor import WorkerConfig, WorkerSupervisor
@@ -39,10 +44,28 @@ def start(queues: tuple[str, ...], concurrency: int | None, redis_url: str | Non
     settings = get_settings()
     supervisor = WorkerSupervisor(WorkerConfig.from_settings(
         settings, resolve_url(redis_url), list(queues) or [settings.default_queue],
-        concurrency or settings.executor_count, burst=burst, parent_pid=parent_pid, name=name))
+        concurrency or settings.executor_count, burst=burst, parent_pid=parent_pid, name=name,
+        grace_seconds=grace))
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     sys.exit(supervisor.run())
+
+
+@worker.command("stop")
+@click.argument("worker_id")
+@click.option("--grace", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Seconds running tasks may still take before they are handed back "
+                   "(default: the worker's own --grace).")
+@with_client
+def stop(client: Any, worker_id: str, grace: float | None) -> None:
+    """Drain and stop a live worker, on any host (it acts within a second)."""
+    from flowkit.store.workers import request_stop
+
+    if not request_stop(client, worker_id, grace):
+        click.echo(f"Error: no live worker {worker_id!r}; `flowkit worker ls` lists their ids",
+                   err=True)
+        sys.exit(2)
+    click.echo(f"stop requested for worker {worker_id}")
 
 
 @worker.command("ls")

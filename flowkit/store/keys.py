@@ -196,3 +196,9 @@ LUA_CONSTANTS: dict[str, str] = {
     "WORKERS": WORKERS,
     "DRIVERS": DRIVERS,
 }
+
+
+def worker_stop(worker_id: str) -> str:
+    """A request that worker ``worker_id`` drain and stop (its value: the grace in seconds,
+    '' for the worker's own); written by `flowkit worker stop`, taken by the supervisor."""
+    return f"{WORKER_PREFIX}{worker_id}:stop"

@@ -82,3 +82,28 @@ def list_workers(client: redis.Redis) -> list[dict[str, Any]]:
             row["heartbeat_age"] = max(0.0, now - float(row.get("heartbeat") or now))
             out.append(row)
     return out
+
+
+#: A stop request nobody takes (the worker died first) disappears after this many seconds.
+STOP_REQUEST_TTL_SECONDS = 3600
+
+
+def request_stop(client: redis.Redis, worker_id: str, grace: float | None = None) -> bool:
+    """Ask a live worker to drain and stop (``grace``: seconds; None: the worker's --grace).
+
+    Returns False, writing nothing, when no live worker has this id.
+    """
+    if call(client, client.zscore, keys.WORKERS, worker_id) is None:
+        return False
+    call(client, client.set, keys.worker_stop(worker_id), "" if grace is None else repr(grace),
+         ex=STOP_REQUEST_TTL_SECONDS)
+    return True
+
+
+def take_stop_request(client: redis.Redis, worker_id: str) -> float | None:
+    """The grace of a pending stop request for this worker, removing it (-1.0: the worker's
+    own grace); None when there is none."""
+    raw = call(client, client.getdel, keys.worker_stop(worker_id))
+    if raw is None:
+        return None
+    return float(raw) if raw else -1.0
