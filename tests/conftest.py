@@ -7,6 +7,7 @@ at another server instead. Nothing here assumes a Redis is already running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -37,6 +38,21 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {message}")
         time.sleep(interval)
+
+
+@contextlib.contextmanager
+def frozen_worker(pid: int) -> Iterator[None]:
+    """SIGSTOP a worker's supervisor and each of its executors (they run in process groups of
+    their own, so one killpg does not reach them), SIGCONT them all on the way out."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        group = [pid, *(int(p) for p in f.read().split())]
+    for member in group:
+        os.kill(member, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for member in reversed(group):
+            os.kill(member, signal.SIGCONT)
 
 
 @pytest.fixture(scope="session")

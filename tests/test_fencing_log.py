@@ -6,8 +6,6 @@ in the run's log stream (``flowkit run logs``)."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from click.testing import CliRunner
 from flowkit.cli import cli
 from flowkit.store import task_runs
 
-from conftest import wait_until
+from conftest import frozen_worker, wait_until
 from tasks_for_tests import record_run
 
 pytestmark = pytest.mark.slow
@@ -36,13 +34,10 @@ def test_a_refused_stale_result_is_logged_once_naming_both_attempts(workers, cli
     workers.wait_registered(client)
     future = record_run.submit(str(marker), 1.5, label=" (first)")
     wait_until(lambda: len(_executions(marker)) == 1, message="the body to start")
-    os.killpg(frozen.pid, signal.SIGSTOP)
-    try:
+    with frozen_worker(frozen.pid):
         workers.start("default", concurrency=1, env=FAST_LEASES, name="peer")
         wait_until(lambda: client.hget(f"flowkit:taskrun:{future.task_run_id}", "attempt")
                    == b"2", timeout=15, message="the second attempt")
-    finally:
-        os.killpg(frozen.pid, signal.SIGCONT)
     future.result(timeout=20)
     wait_until(lambda: len(_executions(marker)) == 2, message="both bodies to run")
     expected = f"stale result refused: task run {future.task_run_id} attempt 1 (worker frozen)"

@@ -16,7 +16,7 @@ from flowkit.errors import TaskTimeout, WorkerCrashed
 from flowkit.states import RunState
 from flowkit.store import task_runs
 
-from conftest import wait_until
+from conftest import frozen_worker, wait_until
 from tasks_for_tests import exit_hard, identity, record_run, sleep_ignoring_signals, sleep_then
 
 pytestmark = pytest.mark.slow
@@ -87,28 +87,16 @@ def test_whole_worker_death_counts_a_crash_only_against_the_running_task(workers
         assert client.hget(f"flowkit:taskrun:{f.task_run_id}", "crashes") is None
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
 def test_frozen_worker_cannot_write_a_stale_result(workers, client, tmp_path) -> None:
     marker = tmp_path / "runs"
     frozen = workers.start("default", concurrency=1, env=FAST_LEASES, name="frozen")
     workers.wait_registered(client)
     future = record_run.submit(str(marker), 1.5, label=" (first)")
     wait_until(lambda: len(_executions(marker)) == 1, message="the body to start")
-    # Executors run in process groups of their own: freeze the supervisor, then each of them.
-    group = [frozen.pid, *_children(frozen.pid)]
-    for pid in group:
-        os.kill(pid, signal.SIGSTOP)
-    try:
+    with frozen_worker(frozen.pid):
         workers.start("default", concurrency=1, env=FAST_LEASES, name="thawed-peer")
         wait_until(lambda: client.hget(f"flowkit:taskrun:{future.task_run_id}", "attempt")
                    == b"2", timeout=15, message="the second attempt")
-    finally:
-        for pid in reversed(group):
-            os.kill(pid, signal.SIGCONT)
     result = future.result(timeout=20)
     # The frozen attempt finishes after its resume and is fenced off: one result, attempt 2's.
     wait_until(lambda: len(_executions(marker)) == 2, message="both bodies to run")
