@@ -20,12 +20,13 @@ from flowkit._dependencies import Decision, DependencyTracker
 from flowkit._ids import new_id
 from flowkit._listener import ReplyListener
 from flowkit._local_workers import LocalWorkers
+from flowkit._lost_state import CHECK_SECONDS, LostStateWatch, Verdict
 from flowkit._threads import raise_in_thread
 from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
 from flowkit.futures import TaskFuture
 from flowkit.settings import Settings, get_settings
 from flowkit.states import RunState
-from flowkit.store import flow_runs, keys, task_runs, workers
+from flowkit.store import flow_runs, keys, server, task_runs, workers
 from flowkit.store.connection import call, connect, redact
 from flowkit.store.limits import Limits
 
@@ -36,6 +37,8 @@ if TYPE_CHECKING:
 WORKER_CHECK_SECONDS = 2.0
 #: The error type of task runs that did not run because an upstream failed.
 UPSTREAM_FAILED = "flowkit.errors.UpstreamFailed"
+#: The error types of futures failed by the driver itself (Redis lost them, or stayed away).
+RUN_LOST, CUT_OFF = "flowkit.errors.RunLost", "flowkit.errors.StoreConnectionError"
 
 
 class Driver:
@@ -53,6 +56,9 @@ class Driver:
             self.url = settings.redis_url or ""
         self.client: redis.Redis = connect(self.url, connect_timeout=settings.connect_timeout,
                                            socket_timeout=settings.socket_timeout)
+        server.check_eviction(self.client, allow=settings.allow_eviction, who="driver")
+        self._lost_state = LostStateWatch(self.client, server.establish_identity(self.client))
+        self._waiting = 0
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         serializers.check_env_key(secret)
         self.key = serializers.load_signing_key(secret, settings.home)
@@ -71,7 +77,8 @@ class Driver:
         self._stopping = False
         listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
                                   socket_timeout=settings.socket_timeout + 5)
-        self._listener = ReplyListener(listener_client, self.reply_key, self._handle)
+        self._listener = ReplyListener(listener_client, self.reply_key, self._handle,
+                                       periodic=self._watch, period=CHECK_SECONDS)
         self._listener.start()
         atexit.register(self.close)
 
@@ -154,21 +161,76 @@ class Driver:
 
     # -- waiting and results ----------------------------------------------------------------
     def wait_for(self, future: TaskFuture[Any], timeout: float | None) -> None:
-        """Wait for a future, checking on workers while waiting."""
+        """Wait for a future. The listener thread checks on workers and on lost state while
+        anyone waits; here only the clock is read, so a waiter never blocks on Redis and
+        learns in time when Redis stayed away longer than the partition tolerance."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not future.done():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+        with self._lock:
+            self._waiting += 1
+        try:
+            while not future.done():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                slice_ = CHECK_SECONDS if remaining is None else min(remaining, CHECK_SECONDS)
+                if future._done.wait(slice_):
+                    return
+                if not self._listener.is_alive():
+                    raise StoreConnectionError(
+                        f"lost the connection to Redis at {redact(self.url)} while waiting for "
+                        f"task {future.task_name!r}; run `flowkit run show` later to see it")
+                self._judge_silence()
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def _judge_silence(self) -> None:
+        """Past FLOWKIT_PARTITION_TOLERANCE_SECONDS without Redis, fail every pending future."""
+        silent, bound = self._listener.silent_for(), self.settings.partition_tolerance_seconds
+        if silent <= bound:
+            return
+        message = (f"Redis at {redact(self.url)} has been unreachable for {silent:.0f} s, longer "
+                   f"than FLOWKIT_PARTITION_TOLERANCE_SECONDS={bound:g}: gave up waiting (the "
+                   "task run may still finish there; `flowkit run show` tells once it is back)")
+        with self._lock:
+            pending = list(self._futures)
+        self._fail_locally(pending, RunState.FAILED, CUT_OFF, message)
+
+    def _watch(self) -> None:
+        """Run by the listener about once a second while someone waits: fail the futures of
+        task runs Redis lost, and make sure workers serve the queues waited on."""
+        with self._lock:
+            if not self._waiting or not self._futures:
                 return
-            slice_ = WORKER_CHECK_SECONDS if remaining is None else min(remaining,
-                                                                         WORKER_CHECK_SECONDS)
-            if future._done.wait(slice_):
-                return
-            if not self._listener.is_alive():
-                raise StoreConnectionError(
-                    f"lost the connection to Redis at {redact(self.url)} while waiting for "
-                    f"task {future.task_name!r}; run `flowkit run show` later to see its result")
-            self.check_workers({future.queue})
+            pending = list(self._futures.values())
+        verdict = self._lost_state.check([f.task_run_id for f in pending])
+        if verdict is not None:
+            self._fail_lost(verdict, pending)
+        self.check_workers({f.queue for f in pending})
+
+    def _fail_lost(self, verdict: Verdict, pending: list[TaskFuture[Any]]) -> None:
+        if verdict.everything:  # nothing of theirs is left in Redis to update
+            self._fail_locally([f.task_run_id for f in pending], RunState.CRASHED, RUN_LOST,
+                               verdict.cause)
+            return
+        names = {f.task_run_id: f.task_name for f in pending}
+        for task_run_id in verdict.lost:
+            self._complete(task_run_id, RunState.CRASHED, None, {
+                "error_type": RUN_LOST, "error_message":
+                    f"task {names.get(task_run_id, '?')!r} (run {task_run_id}) was lost: "
+                    f"{verdict.cause}; submit it again"})
+
+    def _fail_locally(self, task_run_ids: list[str], state: RunState, error_type: str,
+                      cause: str) -> None:
+        """End futures here without writing to Redis (it lost them, or cannot be reached)."""
+        with self._lock:
+            futures = [f for i in task_run_ids if (f := self._futures.pop(i, None))]
+            for future in futures:
+                self._dependencies.finished(future.task_run_id, False)
+        for future in futures:
+            future._set_done(state, None, {
+                "error_type": error_type, "error_message":
+                    f"task {future.task_name!r} (run {future.task_run_id}): {cause}"})
 
     def load_result(self, task_run_id: str, payload: bytes | None) -> Any:
         """Unpickle a result from the reply message, or fetch it from Redis."""

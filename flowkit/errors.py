@@ -32,6 +32,10 @@ class StoreConnectionError(StoreError, ConnectionError):
     """Redis cannot be reached at the configured URL."""
 
 
+class StoreFullError(StoreError):
+    """Redis refused a write because it reached its ``maxmemory`` (policy ``noeviction``)."""
+
+
 class RunNotFound(FlowkitError, LookupError):
     """No flow run or task run has the given id."""
 
@@ -63,6 +67,11 @@ class UpstreamFailed(TaskError):
 
 class WorkerCrashed(TaskError):
     """The process running a task run died (killed, segfault, ``os._exit``) before it finished."""
+
+
+class RunLost(TaskError):
+    """Redis no longer has the task run: it restarted empty, a replica without the latest
+    writes was promoted, or the keys were evicted or deleted. Submitting it again is safe."""
 
 
 class TaskTimeout(TaskError, TimeoutError):

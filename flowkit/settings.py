@@ -61,6 +61,14 @@ class Settings(BaseSettings):
         default=1.0, gt=0,
         description="After timeout_seconds, a task that ignored the soft interrupt gets this "
                     "long before its executor process is killed and replaced.")
+    partition_tolerance_seconds: float = Field(
+        default=300.0, gt=0,
+        description="How long a driver waiting on work rides out a lost connection to Redis before "
+                    "failing its futures; a flow run whose driver is silent longer is ended CRASHED.")
+    allow_eviction: bool = Field(
+        default=False,
+        description="Use a Redis whose maxmemory-policy can evict flowkit's keys (allkeys-*, "
+                    "volatile-*), with a warning; by default drivers and workers refuse it.")
     echo_logs: bool = Field(default=True, description="Drivers echo run log lines to stderr.")
     server_port: int = Field(default=6390, gt=0, lt=65536,
                              description="TCP port the embedded server listens on when free.")

@@ -53,6 +53,9 @@ DEAD_LETTER = PREFIX + "deadletter"
 CANCELLING = PREFIX + "cancelling"
 #: Sorted set of task run ids waiting out a retry delay, scored by when they are due.
 RETRIES_DUE = PREFIX + "retries:due"
+#: A random token written once (SET NX, no expiry) by the first driver or worker: when it
+#: vanishes or changes, the server lost flowkit's state (restarted empty, flushed).
+EPOCH = PREFIX + "epoch"
 #: Held (SET NX PX) by the supervisor running this minute's retention sweep.
 PRUNE_LOCK = PREFIX + "prune:lock"
 
