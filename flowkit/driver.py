@@ -210,6 +210,9 @@ class Driver:
 
     def _fail_lost(self, verdict: Verdict, pending: list[TaskFuture[Any]]) -> None:
         if verdict.everything:  # nothing of theirs is left in Redis to update
+            with self._lock:  # what this driver wrote once must be written again
+                self._stored_functions.clear()
+                self._adhoc_flow_run = None
             self._fail_locally([f.task_run_id for f in pending], RunState.CRASHED, RUN_LOST,
                                verdict.cause)
             return

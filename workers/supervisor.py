@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit._ids import new_id
 from flowkit._version import __version__
-from flowkit.store import attempts, workers
+from flowkit.store import attempts, server, workers
 from flowkit.store.connection import connect, redact
 from flowkit.store.limits import Limits
 from flowkit.workers import duties
@@ -53,6 +53,7 @@ class WorkerConfig:
     burst: bool = False
     parent_pid: int | None = None
     name: str | None = None
+    allow_eviction: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str, queues: list[str], concurrency: int,
@@ -89,6 +90,7 @@ class WorkerSupervisor:
                           or f"{socket.gethostname()}-{os.getpid()}-{new_id()[:6]}")
         self.client = connect(config.url, connect_timeout=config.connect_timeout,
                               socket_timeout=config.socket_timeout)
+        server.check_eviction(self.client, allow=config.allow_eviction, who="worker")
         self.executors = [
             _Executor(i, f"{self.worker_id}.{i}",
                       Slot(slot_dir() / f"flowkit-{self.worker_id}.{i}.slot", create=True))
@@ -98,7 +100,8 @@ class WorkerSupervisor:
             duties.HardTimeouts(self, config.hard_timeout_grace_seconds),
             duties.LeaseRenewal(self, config.heartbeat_seconds, config.lease_seconds),
             duties.RetryPromotion(self), duties.CancelWatch(self), duties.Reaper(self),
-            duties.RetentionSweep(self, config.run_retention_days)], self.worker_id)
+            duties.RetentionSweep(self, config.run_retention_days),
+            duties.LostStateNotice(self)], self.worker_id)
 
     # -- what duties see (duties.Host) ------------------------------------------------------
     def executor_ids(self) -> list[str]:
