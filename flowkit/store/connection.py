@@ -84,13 +84,14 @@ def call(client: redis.Redis, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         raise StoreConnectionError(
             f"cannot reach Redis at {redact(url)} ({exc}): {_hint(url)}") from None
     except redis.ResponseError as exc:
-        if _OOM in str(exc):
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or _OOM in str(exc):
             raise full_error(client) from None
         raise StoreError(f"Redis at {url_of(client)} answered with an error: {exc}") from exc
 
 
-#: What Redis and Valkey answer to a write when used memory is past maxmemory (noeviction).
-_OOM = "OOM command not allowed"
+#: What Redis and Valkey answer (after the OOM code, which redis-py strips into the type) to
+#: a write when used memory is past maxmemory and the policy is noeviction.
+_OOM = "command not allowed when used memory > 'maxmemory'"
 
 
 def full_error(client: redis.Redis) -> StoreFullError:
