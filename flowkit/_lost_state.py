@@ -7,7 +7,7 @@ reply listener calls :meth:`LostStateWatch.check` once per period: one pipeline 
 server's identity (``flowkit/store/server.py``) and an EXISTS per task run probed.
 
 - The epoch marker vanished or changed: everything from before is gone; every pending
-  future is lost.
+  future whose task run is not there (all of them, unless submitted since) is lost.
 - The server is another one (run id or replication id changed) but kept the marker: it
   restarted with its data, or a replica took over. The task runs it lacks are lost (the
   replica never saw them); the others carry on.
@@ -38,7 +38,8 @@ class Verdict:
 
     cause: str
     lost: list[str] = field(default_factory=list)
-    #: True when the server lost everything (each pending future is lost).
+    #: True when the server lost everything: what the driver wrote once (function blobs,
+    #: its ad-hoc flow run) must be written again, and the lost runs have nothing to update.
     everything: bool = False
 
 
@@ -53,11 +54,12 @@ class LostStateWatch:
         """One round trip (two when the server changed); None while nothing is lost."""
         probed = pending[:PROBE_RUNS]
         now, missing = self._probe(probed)
+        changed = now != self.baseline
+        if changed and len(pending) > len(probed):
+            _, missing = self._probe(pending)
         if now.epoch != self.baseline.epoch:
-            return self._everything_lost(now)
-        if (now.run_id, now.replid) != (self.baseline.run_id, self.baseline.replid):
-            if len(pending) > len(probed):
-                _, missing = self._probe(pending)
+            return self._everything_lost(now, missing)
+        if changed:
             change = self.baseline.describe_change(now)
             self.baseline, self._suspects = now, set()
             if not missing:
@@ -82,10 +84,10 @@ class LostStateWatch:
         missing = [i for i, found in zip(ids, replies[3:]) if not found]
         return server.read_identity_reply(replies), missing
 
-    def _everything_lost(self, now: server.Identity) -> Verdict:
+    def _everything_lost(self, now: server.Identity, missing: list[str]) -> Verdict:
         was = "is gone" if not now.epoch else "was replaced"
         change = self.baseline.describe_change(now)
         self.baseline, self._suspects = server.establish_identity(self.client), set()
         return Verdict(f"Redis at {url_of(self.client)} lost flowkit's state: it restarted "
                        f"empty or was flushed (the flowkit epoch marker {was}; {change})",
-                       everything=True)
+                       missing, everything=True)

@@ -213,8 +213,7 @@ class Driver:
             with self._lock:  # what this driver wrote once must be written again
                 self._stored_functions.clear()
                 self._adhoc_flow_run = None
-            self._fail_locally([f.task_run_id for f in pending], RunState.CRASHED, RUN_LOST,
-                               verdict.cause)
+            self._fail_locally(verdict.lost, RunState.CRASHED, RUN_LOST, verdict.cause)
             return
         names = {f.task_run_id: f.task_name for f in pending}
         for task_run_id in verdict.lost:

@@ -116,3 +116,20 @@ def test_a_promoted_replica_without_the_latest_writes_fails_the_future_with_run_
     finally:
         reset_driver()
         proxy.close()
+
+
+def test_after_a_flush_only_the_runs_from_before_are_lost(
+        servers: list[PrivateServer], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    srv = PrivateServer(tmp_path / "srv").start()
+    servers.append(srv)
+    use_server(monkeypatch, srv.url)
+    nobody = identity.with_options(queue="nobody")
+    before = nobody.submit(1)
+    srv.client().flushdb()
+    after = nobody.submit(2)  # before the driver noticed: its run is there, so not lost
+    with pytest.raises(RunLost, match="flushed"):
+        before.result(timeout=10)
+    after.wait(timeout=2)
+    assert not after.done()
+    assert srv.client().exists(keys.task_run(after.task_run_id)) == 1
+    assert srv.client().get(keys.EPOCH)  # a new marker, for the next loss
