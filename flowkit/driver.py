@@ -9,10 +9,12 @@ DependencyTracker decides), and makes sure some worker serves each queue it uses
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from flowkit import serializers
@@ -165,9 +167,7 @@ class Driver:
         anyone waits; here only the clock is read, so a waiter never blocks on Redis and
         learns in time when Redis stayed away longer than the partition tolerance."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        with self._lock:
-            self._waiting += 1
-        try:
+        with self.waiting():
             while not future.done():
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -179,19 +179,29 @@ class Driver:
                     raise StoreConnectionError(
                         f"lost the connection to Redis at {redact(self.url)} while waiting for "
                         f"task {future.task_name!r}; run `flowkit run show` later to see it")
-                self._judge_silence()
+                self.judge_silence()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """While some caller is inside, the listener checks on lost state and workers."""
+        with self._lock:
+            self._waiting += 1
+        try:
+            yield
         finally:
             with self._lock:
                 self._waiting -= 1
 
-    def _judge_silence(self) -> None:
-        """Past FLOWKIT_PARTITION_TOLERANCE_SECONDS without Redis, fail every pending future."""
+    def judge_silence(self) -> None:
+        """Past FLOWKIT_PARTITION_TOLERANCE_SECONDS without Redis, fail every pending future
+        (no Redis call: a waiter calls this once per slice)."""
         silent, bound = self._listener.silent_for(), self.settings.partition_tolerance_seconds
         if silent <= bound:
             return
-        message = (f"Redis at {redact(self.url)} has been unreachable for {silent:.0f} s, longer "
-                   f"than FLOWKIT_PARTITION_TOLERANCE_SECONDS={bound:g}: gave up waiting (the "
-                   "task run may still finish there; `flowkit run show` tells once it is back)")
+        message = (f"gave up waiting: Redis at {redact(self.url)} has been unreachable for "
+                   f"{silent:.0f} s, longer than FLOWKIT_PARTITION_TOLERANCE_SECONDS={bound:g} "
+                   "(the task run may still finish there; `flowkit run show` tells once Redis "
+                   "is back)")
         with self._lock:
             pending = list(self._futures)
         self._fail_locally(pending, RunState.FAILED, CUT_OFF, message)
@@ -213,7 +223,8 @@ class Driver:
             with self._lock:  # what this driver wrote once must be written again
                 self._stored_functions.clear()
                 self._adhoc_flow_run = None
-            self._fail_locally(verdict.lost, RunState.CRASHED, RUN_LOST, verdict.cause)
+            self._fail_locally(verdict.lost, RunState.CRASHED, RUN_LOST,
+                               f"was lost: {verdict.cause}; submit it again")
             return
         names = {f.task_run_id: f.task_name for f in pending}
         for task_run_id in verdict.lost:
@@ -232,7 +243,7 @@ class Driver:
         for future in futures:
             future._set_done(state, None, {
                 "error_type": error_type, "error_message":
-                    f"task {future.task_name!r} (run {future.task_run_id}): {cause}"})
+                    f"task {future.task_name!r} (run {future.task_run_id}) {cause}"})
 
     def load_result(self, task_run_id: str, payload: bytes | None) -> Any:
         """Unpickle a result from the reply message, or fetch it from Redis."""
