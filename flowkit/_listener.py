@@ -8,8 +8,8 @@ live workers), so that no waiting caller blocks on Redis itself.
 It never gives up: when Redis cannot be reached it backs off (at most a couple of seconds
 between tries) and resumes reading after the last entry it handled once Redis is back.
 How long a driver tolerates that silence is the waiter's judgement: :meth:`silent_for` says
-for how long the listener has not heard from Redis (today's bound is time, not a count of
-failed reads, whose length depended on timeouts and backoff).
+for how long the listener has not heard from Redis. The bound is time, not a count of failed
+reads as it once was: how long thirty failures took depended on timeouts and backoff.
 """
 
 from __future__ import annotations
