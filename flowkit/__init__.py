@@ -12,8 +12,10 @@ from flowkit.errors import ConfigurationError as ConfigurationError
 from flowkit.errors import FlowkitError as FlowkitError
 from flowkit.errors import FlowTimeout as FlowTimeout
 from flowkit.errors import Retry as Retry
+from flowkit.errors import RunLost as RunLost
 from flowkit.errors import SerializationError as SerializationError
 from flowkit.errors import StoreConnectionError as StoreConnectionError
+from flowkit.errors import StoreFullError as StoreFullError
 from flowkit.errors import TaskFailed as TaskFailed
 from flowkit.errors import TaskTimeout as TaskTimeout
 from flowkit.errors import UpstreamFailed as UpstreamFailed

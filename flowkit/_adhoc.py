@@ -120,6 +120,12 @@ class AdhocRuns:
             return
         self.driver.heartbeat.detach(flow_run_id)  # closed: it ends when its task runs end
 
+    def forget_all(self) -> None:
+        """Redis lost everything: the runs recorded so far are gone, the next call records its
+        run again (a cell's too)."""
+        with self._lock:
+            self._created.clear()
+
     def close_all(self) -> None:
         """The driver leaves: every run still open closes (ends when its task runs end)."""
         with self._lock:

@@ -2,7 +2,14 @@
 
 Workers and the library write completions, log lines and flow cancellations to the stream
 of the driver that submitted the work; the listener hands each entry to a callback and
-trims what it has read.
+trims what it has read. Between reads it runs the driver's periodic checks (lost state,
+live workers), so that no waiting caller blocks on Redis itself.
+
+It never gives up: when Redis cannot be reached it backs off (at most a couple of seconds
+between tries) and resumes reading after the last entry it handled once Redis is back.
+How long a driver tolerates that silence is the waiter's judgement: :meth:`silent_for` says
+for how long the listener has not heard from Redis. The bound is time, not a count of failed
+reads as it once was: how long thirty failures took depended on timeouts and backoff.
 """
 
 from __future__ import annotations
@@ -20,17 +27,23 @@ logger = logging.getLogger(__name__)
 
 #: Entries read per XREAD, and how long one blocks (ms) before checking for shutdown.
 READ_COUNT, BLOCK_MS = 2000, 1000
-#: Consecutive read failures (with backoff, about a minute) before the listener gives up.
-MAX_FAILURES = 30
+#: A listener quiet for longer than one blocking read and this many seconds is cut off.
+QUIET_GRACE_SECONDS = 1.5
+#: Longest pause between two tries to reach an unreachable Redis.
+MAX_BACKOFF_SECONDS = 2.0
 
 
 class ReplyListener:
-    """Reads one reply stream in a daemon thread and calls ``handle(fields)`` per entry."""
+    """Reads one reply stream in a daemon thread and calls ``handle(fields)`` per entry, and
+    ``periodic()`` at most every ``period`` seconds while Redis answers."""
 
     def __init__(self, client: redis.Redis, stream: str,
-                 handle: Callable[[dict[bytes, bytes]], None]) -> None:
+                 handle: Callable[[dict[bytes, bytes]], None],
+                 periodic: Callable[[], None] | None = None, period: float = 1.0) -> None:
         self.client, self.stream, self.handle = client, stream, handle
+        self.periodic, self.period = periodic, period
         self._stopping = False
+        self._last_ok = time.monotonic()
         self._thread = threading.Thread(target=self._run, name="flowkit-listener", daemon=True)
 
     def start(self) -> None:
@@ -40,33 +53,61 @@ class ReplyListener:
         self._stopping = True
 
     def is_alive(self) -> bool:
-        """False once the listener gave up (Redis unreachable for about a minute)."""
+        """False once the listener stopped (closed, or a bug killed its thread)."""
         return self._thread.is_alive()
 
+    def silent_for(self) -> float:
+        """Seconds since Redis last answered, once that is longer than a healthy read takes
+        (0.0 while connected)."""
+        quiet = time.monotonic() - self._last_ok
+        return quiet if quiet > BLOCK_MS / 1000 + QUIET_GRACE_SECONDS else 0.0
+
     def _run(self) -> None:
-        last, failures = "0-0", 0
+        last, failures, next_check = "0-0", 0, 0.0
         while not self._stopping:
             try:
                 reply: Any = self.client.xread({self.stream: last}, count=READ_COUNT,
                                                block=BLOCK_MS)
-                failures = 0
-            except Exception as exc:  # connection trouble: back off, bounded, then give up
+            except Exception as exc:  # connection trouble: back off and try again
                 failures += 1
-                if self._stopping or failures > MAX_FAILURES:
-                    logger.error("flowkit: reply listener stopped: %s", exc)
-                    return
-                time.sleep(min(0.1 * 2 ** failures, 2.0))
+                self._on_failure(exc, failures)
                 continue
-            if not reply:
-                continue
-            entries = reply[0][1]
-            for _, fields in entries:
-                self._dispatch(fields)
-            last = entries[-1][0].decode()
-            try:
-                self.client.xtrim(self.stream, minid=last, approximate=True)
-            except Exception:  # trimming is housekeeping: the next read trims further
-                pass
+            if failures:
+                logger.warning("flowkit: Redis answers again after %.1f s; reading replies "
+                               "from where the listener left off",
+                               time.monotonic() - self._last_ok)
+                failures = 0
+            self._last_ok = time.monotonic()
+            if reply:
+                last = self._take(reply[0][1])
+            if self.periodic is not None and self._last_ok >= next_check:
+                next_check = self._last_ok + self.period
+                self._run_periodic()
+
+    def _take(self, entries: list[Any]) -> str:
+        for _, fields in entries:
+            self._dispatch(fields)
+        last: str = entries[-1][0].decode()
+        try:
+            self.client.xtrim(self.stream, minid=last, approximate=True)
+        except Exception:  # trimming is housekeeping: the next read trims further
+            pass
+        return last
+
+    def _on_failure(self, exc: Exception, failures: int) -> None:
+        if self._stopping:
+            return
+        if failures == 1:
+            logger.warning("flowkit: reply listener cannot reach Redis (%s); retrying", exc)
+        time.sleep(min(0.1 * 2 ** failures, MAX_BACKOFF_SECONDS))
+
+    def _run_periodic(self) -> None:
+        assert self.periodic is not None
+        try:
+            self.periodic()
+            self._last_ok = time.monotonic()
+        except Exception as exc:  # Redis away for a moment: the next period checks again
+            logger.debug("flowkit: periodic driver check failed: %s", exc)
 
     def _dispatch(self, fields: dict[bytes, bytes]) -> None:
         try:

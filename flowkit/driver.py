@@ -9,10 +9,12 @@ DependencyTracker decides), and makes sure some worker serves each queue it uses
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from flowkit import serializers
@@ -22,13 +24,14 @@ from flowkit._driver_heartbeat import DriverHeartbeat
 from flowkit._ids import new_id
 from flowkit._listener import ReplyListener
 from flowkit._local_workers import LocalWorkers
+from flowkit._lost_state import CHECK_SECONDS, LostStateWatch, Verdict
 from flowkit._rate import ECHO_LINES_PER_SECOND, EchoGate, TokenBucket, summary_line
 from flowkit._threads import raise_in_thread
 from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
 from flowkit.futures import TaskFuture
 from flowkit.settings import Settings, get_settings
 from flowkit.states import RunState
-from flowkit.store import keys, probes, task_runs, workers
+from flowkit.store import keys, probes, server, task_runs, workers
 from flowkit.store.connection import call, connect, redact
 from flowkit.store.limits import Limits
 
@@ -41,6 +44,8 @@ WORKER_CHECK_SECONDS = 2.0
 CANCEL_CHUNK_IDS = 1000
 #: The error type of task runs that did not run because an upstream failed.
 UPSTREAM_FAILED = "flowkit.errors.UpstreamFailed"
+#: The error types of futures failed by the driver itself (Redis lost them, or stayed away).
+RUN_LOST, CUT_OFF = "flowkit.errors.RunLost", "flowkit.errors.StoreConnectionError"
 
 
 class Driver:
@@ -58,6 +63,9 @@ class Driver:
             self.url = settings.redis_url or ""
         self.client: redis.Redis = connect(self.url, connect_timeout=settings.connect_timeout,
                                            socket_timeout=settings.socket_timeout)
+        server.check_eviction(self.client, allow=settings.allow_eviction, who="driver")
+        self._lost_state = LostStateWatch(self.client, server.establish_identity(self.client))
+        self._waiting = 0
         secret = settings.secret_key.get_secret_value() if settings.secret_key else None
         serializers.check_env_key(secret)
         self.key = serializers.load_signing_key(secret, settings.home)
@@ -79,7 +87,8 @@ class Driver:
         self._echo_gate = EchoGate(TokenBucket(ECHO_LINES_PER_SECOND))
         listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
                                   socket_timeout=settings.socket_timeout + 5)
-        self._listener = ReplyListener(listener_client, self.reply_key, self._handle)
+        self._listener = ReplyListener(listener_client, self.reply_key, self._handle,
+                                       periodic=self._watch, period=CHECK_SECONDS)
         self._listener.start()
         atexit.register(self.close)
 
@@ -177,21 +186,87 @@ class Driver:
 
     # -- waiting and results ----------------------------------------------------------------
     def wait_for(self, future: TaskFuture[Any], timeout: float | None) -> None:
-        """Wait for a future, checking on workers while waiting."""
+        """Wait for a future. The listener thread checks on workers and on lost state while
+        anyone waits; here only the clock is read, so a waiter never blocks on Redis and
+        learns in time when Redis stayed away longer than the partition tolerance."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not future.done():
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
+        with self.waiting():
+            while not future.done():
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                slice_ = CHECK_SECONDS if remaining is None else min(remaining, CHECK_SECONDS)
+                if future._done.wait(slice_):
+                    return
+                if not self._listener.is_alive():
+                    raise StoreConnectionError(
+                        f"lost the connection to Redis at {redact(self.url)} while waiting for "
+                        f"task {future.task_name!r}; run `flowkit run show` later to see it")
+                self.judge_silence()
+
+    @contextlib.contextmanager
+    def waiting(self) -> Iterator[None]:
+        """While some caller is inside, the listener checks on lost state and workers."""
+        with self._lock:
+            self._waiting += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._waiting -= 1
+
+    def judge_silence(self) -> None:
+        """Past FLOWKIT_PARTITION_TOLERANCE_SECONDS without Redis, fail every pending future
+        (no Redis call: a waiter calls this once per slice)."""
+        silent, bound = self._listener.silent_for(), self.settings.partition_tolerance_seconds
+        if silent <= bound:
+            return
+        message = (f"gave up waiting: Redis at {redact(self.url)} has been unreachable for "
+                   f"{silent:.0f} s, longer than FLOWKIT_PARTITION_TOLERANCE_SECONDS={bound:g} "
+                   "(the task run may still finish there; `flowkit run show` tells once Redis "
+                   "is back)")
+        with self._lock:
+            pending = list(self._futures)
+        self._fail_locally(pending, RunState.FAILED, CUT_OFF, message)
+
+    def _watch(self) -> None:
+        """Run by the listener about once a second while someone waits: fail the futures of
+        task runs Redis lost, and make sure workers serve the queues waited on."""
+        with self._lock:
+            if not self._waiting or not self._futures:
                 return
-            slice_ = WORKER_CHECK_SECONDS if remaining is None else min(remaining,
-                                                                         WORKER_CHECK_SECONDS)
-            if future._done.wait(slice_):
-                return
-            if not self._listener.is_alive():
-                raise StoreConnectionError(
-                    f"lost the connection to Redis at {redact(self.url)} while waiting for "
-                    f"task {future.task_name!r}; run `flowkit run show` later to see its result")
-            self.check_workers({future.queue})
+            pending = list(self._futures.values())
+        verdict = self._lost_state.check([f.task_run_id for f in pending])
+        if verdict is not None:
+            self._fail_lost(verdict, pending)
+        self.check_workers({f.queue for f in pending})
+
+    def _fail_lost(self, verdict: Verdict, pending: list[TaskFuture[Any]]) -> None:
+        if verdict.everything:  # nothing of theirs is left in Redis to update
+            with self._lock:  # what this driver wrote once must be written again
+                self._stored_functions.clear()
+            self.adhoc.forget_all()
+            self._fail_locally(verdict.lost, RunState.CRASHED, RUN_LOST,
+                               f"was lost: {verdict.cause}; submit it again")
+            return
+        names = {f.task_run_id: f.task_name for f in pending}
+        for task_run_id in verdict.lost:
+            self._complete(task_run_id, RunState.CRASHED, None, {
+                "error_type": RUN_LOST, "error_message":
+                    f"task {names.get(task_run_id, '?')!r} (run {task_run_id}) was lost: "
+                    f"{verdict.cause}; submit it again"})
+
+    def _fail_locally(self, task_run_ids: list[str], state: RunState, error_type: str,
+                      cause: str) -> None:
+        """End futures here without writing to Redis (it lost them, or cannot be reached)."""
+        with self._lock:
+            futures = [f for i in task_run_ids if (f := self._futures.pop(i, None))]
+            for future in futures:
+                self._dependencies.finished(future.task_run_id, False)
+        for future in futures:
+            future._set_done(state, None, {
+                "error_type": error_type, "error_message":
+                    f"task {future.task_name!r} (run {future.task_run_id}) {cause}"})
 
     def load_result(self, task_run_id: str, payload: bytes | None) -> Any:
         """Unpickle a result from the reply message, or fetch it from Redis."""

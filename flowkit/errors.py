@@ -32,6 +32,10 @@ class StoreConnectionError(StoreError, ConnectionError):
     """Redis cannot be reached at the configured URL."""
 
 
+class StoreFullError(StoreError):
+    """Redis refused a write because it reached its ``maxmemory`` (policy ``noeviction``)."""
+
+
 class RunNotFound(FlowkitError, LookupError):
     """No flow run or task run has the given id."""
 
@@ -70,6 +74,11 @@ class MissingModule(TaskError, ModuleNotFoundError):
 
     The message names the module, the worker's host and what to do; ``name`` is the module,
     as on :class:`ModuleNotFoundError` (which ``except ImportError`` still catches)."""
+
+
+class RunLost(TaskError):
+    """Redis no longer has the task run: it restarted empty, a replica without the latest
+    writes was promoted, or the keys were evicted or deleted. Submitting it again is safe."""
 
 
 class TaskTimeout(TaskError, TimeoutError):

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
         description="A stopping worker (SIGTERM, `flowkit worker stop`) lets running tasks "
                     "finish for this long, then hands them back to the front of their queues "
                     "and exits 0. `flowkit worker start --grace` overrides it.")
+    allow_eviction: bool = Field(
+        default=False,
+        description="Use a Redis whose maxmemory-policy can evict flowkit's keys (allkeys-*, "
+                    "volatile-*), with a warning; by default drivers and workers refuse it.")
     echo_logs: bool = Field(default=True, description="Drivers echo run log lines to stderr.")
     server_port: int = Field(default=6390, gt=0, lt=65536,
                              description="TCP port the embedded server listens on when free.")

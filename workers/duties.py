@@ -260,3 +260,29 @@ class DriverWatch:
                                    "stopped", self.host.worker_id, lost.driver_id,
                                    flow_run_id, ended.cancelled, ended.flagged)
             drivers.forget(client, limits, lost.driver_id, only_if_lost=True)
+
+
+class LostStateNotice:
+    """Logs once when Redis lost flowkit's state (restarted empty, flushed: the epoch marker
+    vanished or changed), and writes a new marker so that the next loss is noticed too."""
+
+    period, delay = 2.0, 0.0
+
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.epoch: str | None = None
+
+    def run(self) -> None:
+        from flowkit.store import server
+        from flowkit.store.connection import url_of
+
+        client = self.host.client
+        now = server.read_identity(client)
+        if self.epoch is not None and now.epoch == self.epoch:
+            return
+        if self.epoch is not None:
+            logger.warning("worker %s: Redis at %s lost flowkit's state (restarted empty or "
+                           "flushed: the epoch marker %s); runs and queued work from before are "
+                           "gone, their drivers get RunLost", self.host.worker_id,
+                           url_of(client), "is gone" if not now.epoch else "changed")
+        self.epoch = server.establish_identity(client).epoch

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit._ids import new_id
 from flowkit._version import __version__
 from flowkit.errors import StoreConnectionError
-from flowkit.store import attempts, clock, workers
+from flowkit.store import attempts, clock, server, workers
 from flowkit.store.connection import connect, redact
 from flowkit.store.limits import Limits
 from flowkit.workers import duties, keycheck
@@ -66,6 +66,7 @@ class WorkerConfig:
     burst: bool = False
     parent_pid: int | None = None
     name: str | None = None
+    allow_eviction: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, url: str, queues: list[str], concurrency: int,
@@ -110,6 +111,7 @@ class WorkerSupervisor:
                           or f"{socket.gethostname()}-{os.getpid()}-{new_id()[:6]}")
         self.client = connect(config.url, connect_timeout=config.connect_timeout,
                               socket_timeout=config.socket_timeout)
+        server.check_eviction(self.client, allow=config.allow_eviction, who="worker")
         # Before any executor exists: leave out queues whose drivers use another key.
         self.queues = keycheck.servable_queues(self.client, self.queues)
         self.contact = Contact(f"worker {self.worker_id}", logger)
@@ -128,8 +130,8 @@ class WorkerSupervisor:
             duties.RetryPromotion(self), duties.CancelWatch(self), duties.Reaper(self),
             duties.StopRequests(self),
             duties.RetentionSweep(self, config.run_retention_days),
-            keycheck.ProbeWatch(self, config.queues), duties.DriverWatch(self)], self.worker_id,
-            contact=self.contact)
+            keycheck.ProbeWatch(self, config.queues), duties.DriverWatch(self),
+            duties.LostStateNotice(self)], self.worker_id, contact=self.contact)
 
     # -- what duties see (duties.Host) ------------------------------------------------------
     def executor_ids(self) -> list[str]:

@@ -33,8 +33,12 @@ def worker() -> None:
                    "(default: FLOWKIT_STOP_GRACE_SECONDS, 30). A second signal hands back "
                    "at once.")
 @click.option("--parent-pid", type=int, default=None, hidden=True)
+@click.option("--allow-eviction", is_flag=True,
+              help="Serve a Redis whose maxmemory-policy can evict flowkit's keys (warns); "
+                   "same as FLOWKIT_ALLOW_EVICTION=1.")
 def start(queues: tuple[str, ...], concurrency: int | None, redis_url: str | None, burst: bool,
-          name: str | None, grace: float | None, parent_pid: int | None) -> None:
+          name: str | None, grace: float | None, parent_pid: int | None,
+          allow_eviction: bool) -> None:
     """Start a worker: a supervisor with N warm executor processes."""
     from flowkit.settings import get_settings
     from flowkit.workers.supervisor import WorkerConfig, WorkerSupervisor
@@ -45,7 +49,8 @@ def start(queues: tuple[str, ...], concurrency: int | None, redis_url: str | Non
     supervisor = WorkerSupervisor(WorkerConfig.from_settings(
         settings, resolve_url(redis_url), list(queues) or [settings.default_queue],
         concurrency or settings.executor_count, burst=burst, parent_pid=parent_pid, name=name,
-        grace_seconds=grace))
+        grace_seconds=grace,
+        allow_eviction=allow_eviction or settings.allow_eviction))
     signal.signal(signal.SIGTERM, supervisor.request_stop)
     signal.signal(signal.SIGINT, supervisor.request_stop)
     sys.exit(supervisor.run())

@@ -6,7 +6,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from flowkit.errors import ConfigurationError, StoreConnectionError, StoreError
+from flowkit.errors import ConfigurationError, StoreConnectionError, StoreError, StoreFullError
 
 if TYPE_CHECKING:
     import redis
@@ -84,4 +84,32 @@ def call(client: redis.Redis, fn: Callable[..., Any], *args: Any, **kwargs: Any)
         raise StoreConnectionError(
             f"cannot reach Redis at {redact(url)} ({exc}): {_hint(url)}") from None
     except redis.ResponseError as exc:
+        if isinstance(exc, redis.exceptions.OutOfMemoryError) or _OOM in str(exc):
+            raise full_error(client) from None
         raise StoreError(f"Redis at {url_of(client)} answered with an error: {exc}") from exc
+
+
+#: What Redis and Valkey answer (after the OOM code, which redis-py strips into the type) to
+#: a write when used memory is past maxmemory and the policy is noeviction.
+_OOM = "command not allowed when used memory > 'maxmemory'"
+
+
+def full_error(client: redis.Redis) -> StoreFullError:
+    """The one error for a server out of memory, with its numbers when it still answers.
+
+    The refused command wrote nothing: the server checks memory before running it, and a
+    library function refused this way never started.
+    """
+    from flowkit.store.server import human_bytes
+
+    try:
+        info = client.info("memory")
+        used = human_bytes(int(info.get("used_memory", 0)))
+        limit = human_bytes(int(info.get("maxmemory", 0)))
+    except Exception:  # the numbers are a courtesy: the error stands without them
+        used = limit = "?"
+    return StoreFullError(
+        f"Redis at {url_of(client)} is full (used {used} of maxmemory {limit}): it refuses "
+        "new writes (policy noeviction), nothing of this call was written; free memory "
+        "(`flowkit run prune`, a shorter FLOWKIT_RUN_RETENTION_DAYS) or raise maxmemory "
+        "(`CONFIG SET maxmemory ...`)")

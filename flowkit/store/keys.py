@@ -56,6 +56,9 @@ RETRIES_DUE = PREFIX + "retries:due"
 #: Sorted set of heartbeating driver ids by deadline (the Redis server's time plus the driver's
 #: partition tolerance): past it, the driver is lost and its flow runs are ended.
 DRIVERS = PREFIX + "drivers"
+#: A random token written once (SET NX, no expiry) by the first driver or worker: when it
+#: vanishes or changes, the server lost flowkit's state (restarted empty, flushed).
+EPOCH = PREFIX + "epoch"
 #: Held (SET NX PX) by the supervisor running this minute's retention sweep.
 PRUNE_LOCK = PREFIX + "prune:lock"
 
