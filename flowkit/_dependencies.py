@@ -48,6 +48,15 @@ class DependencyTracker:
         for upstream_id in upstream_ids:
             self._dependents.setdefault(upstream_id, []).append(task_run_id)
 
+    def forget(self, task_run_id: str) -> None:
+        """Stop holding a run that was never written (its submit failed)."""
+        for upstream_id in self._waiting_on.pop(task_run_id, set()):
+            dependents = self._dependents.get(upstream_id, [])
+            if task_run_id in dependents:
+                dependents.remove(task_run_id)
+            if not dependents:
+                self._dependents.pop(upstream_id, None)
+
     def fail(self, task_run_id: str, upstream_id: str) -> Decision:
         """A held run fails at once (an upstream had already failed when it was submitted);
         what was held on it fails too."""

@@ -130,7 +130,11 @@ class Driver:
                         failed_upstream.append((spec.id, bad))
         for name in {s.queue for s in specs}:  # workers check their key against it
             probes.refresh_probe(self.client, self.key, name)  # (once a minute, not per task)
-        task_runs.enqueue_task_runs(self.client, self.limits, specs, cache, adhoc)
+        try:
+            task_runs.enqueue_task_runs(self.client, self.limits, specs, cache, adhoc)
+        except BaseException as exc:
+            self._undo_submit(specs, exc)
+            raise
         for task_run_id, bad in failed_upstream:
             with self._lock:
                 decision = self._dependencies.fail(task_run_id, bad.task_run_id)
@@ -143,6 +147,19 @@ class Driver:
         dropped, flagged = task_runs.cancel(self.client, self.limits, task_run_ids=[task_run_id],
                                             message=f"task run {task_run_id} cancelled by request")
         return bool(dropped or flagged)
+
+    def _undo_submit(self, specs: list[task_runs.TaskRunSpec], exc: BaseException) -> None:
+        """An enqueue failed (Redis full, a reset mid-pipeline): forget its futures, and cancel
+        whatever part of it the server may have written, so none of it runs as an orphan."""
+        ids = [s.id for s in specs]
+        with self._lock:
+            for task_run_id in ids:
+                self._futures.pop(task_run_id, None)
+                self._dependencies.forget(task_run_id)
+        try:
+            self.cancel_task_runs(ids, f"cancelled: its submit failed ({type(exc).__name__})")
+        except Exception:  # best effort: the server may refuse this too (full, away)
+            pass
 
     def cancel_task_runs(self, task_run_ids: list[str], message: str) -> tuple[int, int]:
         """Cancel many task runs, one bulk call per chunk: (cancelled at once, running

@@ -282,10 +282,21 @@ class Task(Generic[P, R]):
             return sender.futures()
         except BaseException as exc:
             sent = sender.drain()  # every chunk in flight is in Redis before anything else
-            if isinstance(exc, KeyboardInterrupt) and flow_run_ctx.get() is None:
-                from flowkit._interrupts import cancel_futures
+            if isinstance(exc, KeyboardInterrupt):
+                if flow_run_ctx.get() is None:  # (in a flow, the flow's cancel takes it all)
+                    from flowkit._interrupts import cancel_futures
 
-                cancel_futures(driver, sent)
+                    cancel_futures(driver, sent)
+            elif sent:
+                # The call failed as a whole (Redis full mid-map, say): its caller never sees
+                # these futures, so the chunks already queued must not run as orphans.
+                try:
+                    driver.cancel_task_runs(
+                        [f.task_run_id for f in sent],
+                        f"cancelled: the rest of this {self.name!r} call failed to submit "
+                        f"({type(exc).__name__}: {exc})")
+                except Exception:  # best effort: Redis may refuse this too (full, away)
+                    pass
             raise
 
     def _send_chunks(self, driver: Driver, sender: _ChunkSender, prepared: list[_PreparedCall],

@@ -45,3 +45,13 @@ def test_unknown_upstreams_decide_nothing() -> None:
     decision = deps.finished("zzz", success=False)
     assert (decision.ready, decision.failed) == ([], [])
     assert deps.is_held("b")
+
+
+def test_forget_drops_a_held_run_that_was_never_written() -> None:
+    tracker = DependencyTracker()
+    tracker.hold("b", {"a"})
+    tracker.hold("c", {"a"})
+    tracker.forget("b")
+    assert not tracker.is_held("b") and len(tracker) == 1
+    decision = tracker.finished("a", True)
+    assert decision.ready == ["c"]  # the forgotten run is not released

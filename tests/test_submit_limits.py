@@ -76,3 +76,28 @@ def test_a_submit_redis_refuses_leaves_no_empty_run(client) -> None:
         client.connection_pool.disconnect()
         client.config_set("proto-max-bulk-len", before)
     _nothing_recorded(client)
+
+
+def test_a_map_that_fails_midway_leaves_nothing_to_run(client) -> None:
+    """The server refuses the 101st call of a map (2 MiB over a 1 MiB bulk limit) after the
+    first chunks were queued: the caller gets the error and never sees those futures, so the
+    queued part is cancelled instead of running as orphans."""
+    from flowkit.store import task_runs
+
+    queue = "nobody-serves-this"
+    values = [b"x"] * 200
+    values[100] = b"x" * (2 << 20)
+    before = client.config_get("proto-max-bulk-len")["proto-max-bulk-len"]
+    client.config_set("proto-max-bulk-len", 1 << 20)
+    try:
+        with pytest.raises((StoreError, ConnectionError)):
+            measure.with_options(queue=queue).map(values)
+    finally:
+        client.config_set("proto-max-bulk-len", before)
+    prefix = keys.TASK_RUN_PREFIX.encode()
+    written = [k[len(prefix):].decode() for k in client.keys(keys.TASK_RUN_PREFIX + "*")
+               if b":" not in k[len(prefix):]]  # the runs, not their :history lists
+    assert len(written) >= 32  # the first chunks were queued before the refusal
+    states = {task_runs.get_task_state(client, i) for i in written}
+    assert {s.value for s in states if s is not None} == {"cancelled"}
+    reset_driver()
