@@ -127,7 +127,7 @@ def test_workers_and_queues(worker, client, dash) -> None:
 
 
 def test_cancel_action_needs_the_header_and_cancels(worker, client, dash) -> None:
-    futures = [sleep_then.submit(30, i) for i in range(3)]
+    futures = sleep_then.map([30, 30, 30], [0, 1, 2])  # one call: one ad-hoc run holds all
     run_id = task_runs.get_task_run(client, futures[0].task_run_id)["flow_run_id"]
     wait_until(lambda: flow_runs.get_flow_run(client, run_id)["n_running"] == "2", message="start")
     assert dash.post(f"/api/runs/{run_id}/cancel").status_code == 403

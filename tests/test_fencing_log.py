@@ -6,6 +6,8 @@ in the run's log stream (``flowkit run logs``)."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -15,12 +17,17 @@ from click.testing import CliRunner
 from flowkit.cli import cli
 from flowkit.store import task_runs
 
-from conftest import frozen_worker, wait_until
+from conftest import wait_until
 from tasks_for_tests import record_run
 
 pytestmark = pytest.mark.slow
 
 FAST_LEASES = {"FLOWKIT_LEASE_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "0.5"}
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
 
 
 def _executions(path: Path) -> list[str]:
@@ -34,15 +41,27 @@ def test_a_refused_stale_result_is_logged_once_naming_both_attempts(workers, cli
     workers.wait_registered(client)
     future = record_run.submit(str(marker), 1.5, label=" (first)")
     wait_until(lambda: len(_executions(marker)) == 1, message="the body to start")
-    with frozen_worker(frozen.pid):
+    executors = _children(frozen.pid)
+    for pid in [frozen.pid, *executors]:
+        os.kill(pid, signal.SIGSTOP)
+    try:
         workers.start("default", concurrency=1, env=FAST_LEASES, name="peer")
         wait_until(lambda: client.hget(f"flowkit:taskrun:{future.task_run_id}", "attempt")
                    == b"2", timeout=15, message="the second attempt")
+        # The executor wakes first and tries to record its outcome. (Woken together, the
+        # supervisor's lease watchdog may kill the stale attempt before it records: that is
+        # the other good ending, and not the one this test is about.)
+        for pid in executors:
+            os.kill(pid, signal.SIGCONT)
+        expected = (f"stale result refused: task run {future.task_run_id} attempt 1 "
+                    "(worker frozen)")
+        wait_until(lambda: expected in workers.output(frozen), timeout=15,
+                   message="the refusal in the frozen worker's log")
+    finally:
+        for pid in [*executors, frozen.pid]:
+            os.kill(pid, signal.SIGCONT)
     future.result(timeout=20)
     wait_until(lambda: len(_executions(marker)) == 2, message="both bodies to run")
-    expected = f"stale result refused: task run {future.task_run_id} attempt 1 (worker frozen)"
-    wait_until(lambda: expected in workers.output(frozen), timeout=10,
-               message="the refusal in the frozen worker's log")
     time.sleep(1.0)  # a repeated line would show up by now
     worker_lines = [line for line in workers.output(frozen).splitlines() if expected in line]
     assert len(worker_lines) == 1, worker_lines
