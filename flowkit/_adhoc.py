@@ -29,6 +29,7 @@ class AdhocRuns:
         self.driver = driver
         self._lock = threading.Lock()
         self._created: set[str] = set()
+        self._holding: set[str] = set()
         self._cell_run: str | None = None
         self._hooked = False
         self.in_cells = False
@@ -75,7 +76,7 @@ class AdhocRuns:
         if closed:
             with self._lock:
                 self._created.discard(flow_run_id)
-            self.driver.heartbeat.detach(flow_run_id)
+            self._detach_unless_held(flow_run_id)
             return
         self.driver.heartbeat.run_soon(lambda: self._close(flow_run_id))
 
@@ -118,7 +119,20 @@ class AdhocRuns:
             flow_runs.close_flow_run(self.driver.client, self.driver.limits, flow_run_id)
         except Exception:  # Redis away: the heartbeat ends it as "driver lost" if we never return
             return
-        self.driver.heartbeat.detach(flow_run_id)  # closed: it ends when its task runs end
+        self._detach_unless_held(flow_run_id)  # closed: it ends when its task runs end
+
+    def note_held(self, flow_run_id: str) -> None:
+        """The run holds task runs that wait on upstream futures: only this driver releases
+        them, so the heartbeat keeps covering the run until it ends (a killed driver's run
+        then ends CRASHED instead of waiting forever)."""
+        with self._lock:
+            self._holding.add(flow_run_id)
+
+    def _detach_unless_held(self, flow_run_id: str) -> None:
+        with self._lock:
+            if flow_run_id in self._holding:
+                return  # the beat drops it once it has ended
+        self.driver.heartbeat.detach(flow_run_id)
 
     def forget_all(self) -> None:
         """Redis lost everything: the runs recorded so far are gone, the next call records its

@@ -48,6 +48,10 @@ class DependencyTracker:
         for upstream_id in upstream_ids:
             self._dependents.setdefault(upstream_id, []).append(task_run_id)
 
+    def held(self) -> list[str]:
+        """Every task run still waiting for upstreams."""
+        return list(self._waiting_on)
+
     def forget(self, task_run_id: str) -> None:
         """Stop holding a run that was never written (its submit failed)."""
         for upstream_id in self._waiting_on.pop(task_run_id, set()):

@@ -40,10 +40,10 @@ if TYPE_CHECKING:
 
 #: Seconds between checks that some worker serves the queues a driver waits on.
 WORKER_CHECK_SECONDS = 2.0
-#: Task run ids per bulk cancel call (an interrupt cancels its work chunk by chunk).
-CANCEL_CHUNK_IDS = 1000
 #: The error type of task runs that did not run because an upstream failed.
 UPSTREAM_FAILED = "flowkit.errors.UpstreamFailed"
+#: The error type of held task runs cancelled because their driver exited.
+CANCELLED_AT_EXIT = "flowkit.errors.CancelledRun"
 #: The error types of futures failed by the driver itself (Redis lost them, or stayed away).
 RUN_LOST, CUT_OFF = "flowkit.errors.RunLost", "flowkit.errors.StoreConnectionError"
 
@@ -73,6 +73,8 @@ class Driver:
         self.reply_key = keys.reply(self.driver_id)
         self.pid = os.getpid()
         self._futures: dict[str, TaskFuture[Any]] = {}
+        #: Task runs whose enqueue is on its way (the lost-state check leaves them alone).
+        self._inflight: set[str] = set()
         self._dependencies = DependencyTracker()
         self._lock = threading.RLock()
         self._stored_functions: set[str] = set()
@@ -130,11 +132,17 @@ class Driver:
                         failed_upstream.append((spec.id, bad))
         for name in {s.queue for s in specs}:  # workers check their key against it
             probes.refresh_probe(self.client, self.key, name)  # (once a minute, not per task)
+        ids = {s.id for s in specs}
+        with self._lock:  # not judged lost while its enqueue is still on the way
+            self._inflight |= ids
         try:
             task_runs.enqueue_task_runs(self.client, self.limits, specs, cache, adhoc)
         except BaseException as exc:
             self._undo_submit(specs, exc)
             raise
+        finally:
+            with self._lock:
+                self._inflight -= ids
         for task_run_id, bad in failed_upstream:
             with self._lock:
                 decision = self._dependencies.fail(task_run_id, bad.task_run_id)
@@ -162,15 +170,10 @@ class Driver:
             pass
 
     def cancel_task_runs(self, task_run_ids: list[str], message: str) -> tuple[int, int]:
-        """Cancel many task runs, one bulk call per chunk: (cancelled at once, running
-        attempts flagged to be killed)."""
-        dropped = flagged = 0
-        for start in range(0, len(task_run_ids), CANCEL_CHUNK_IDS):
-            d, f = task_runs.cancel(self.client, self.limits,
-                                    task_run_ids=task_run_ids[start:start + CANCEL_CHUNK_IDS],
-                                    message=message)
-            dropped, flagged = dropped + d, flagged + f
-        return dropped, flagged
+        """Cancel many task runs in one bulk cancel (it chunks them itself and sweeps each
+        queue once): (cancelled at once, running attempts flagged to be killed)."""
+        return task_runs.cancel(self.client, self.limits, task_run_ids=task_run_ids,
+                                message=message)
 
     def unfinished_adhoc(self, flow_run_ids: set[str] | None) -> list[TaskFuture[Any]]:
         """Unfinished futures of work submitted outside flows (of ``flow_run_ids`` only, if
@@ -252,16 +255,17 @@ class Driver:
         with self._lock:
             if not self._waiting or not self._futures:
                 return
-            pending = list(self._futures.values())
+            pending = [f for f in self._futures.values() if f.task_run_id not in self._inflight]
         verdict = self._lost_state.check([f.task_run_id for f in pending])
         if verdict is not None:
             self._fail_lost(verdict, pending)
         self.check_workers({f.queue for f in pending})
 
     def _fail_lost(self, verdict: Verdict, pending: list[TaskFuture[Any]]) -> None:
+        with self._lock:  # what this driver wrote once may be gone: write it again
+            self._stored_functions.clear()
+        probes.forget_written(self.client)
         if verdict.everything:  # nothing of theirs is left in Redis to update
-            with self._lock:  # what this driver wrote once must be written again
-                self._stored_functions.clear()
             self.adhoc.forget_all()
             self._fail_locally(verdict.lost, RunState.CRASHED, RUN_LOST,
                                f"was lost: {verdict.cause}; submit it again")
@@ -402,6 +406,7 @@ class Driver:
 
             cancel_after_interrupt(self)
         self._listener.stop()
+        self._drop_held_at_exit()
         self.adhoc.close_all()
         try:
             self.heartbeat.stop()
@@ -409,6 +414,22 @@ class Driver:
         except Exception:  # Redis away at exit: the run stays as it was, nothing to undo
             pass
         self._local_workers.stop()
+
+
+    def _drop_held_at_exit(self) -> None:
+        """Task runs still waiting for upstream futures can only be released by this driver:
+        leaving, it cancels them (saying why) instead of leaving them pending forever."""
+        with self._lock:
+            held = self._dependencies.held()
+        if not held:
+            return
+        try:
+            task_runs.fail_unstarted(
+                self.client, self.limits,
+                [(i, "cancelled: its driver exited before the upstream tasks it waited on "
+                     "finished") for i in held], RunState.CANCELLED, CANCELLED_AT_EXIT)
+        except Exception:  # Redis away at exit: DriverWatch ends them once the driver is lost
+            pass
 
 
 def _script_ended_by_interrupt() -> bool:

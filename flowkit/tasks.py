@@ -200,6 +200,8 @@ class Task(Generic[P, R]):
                                  flow_ctx.parameters if flow_ctx else {},
                                  driver.settings.max_argument_bytes)
         digest, blob = self._function_blob()
+        if adhoc is not None and any(call.upstream for call in prepared):
+            adhoc.note_held(flow_run_id)
         sender = _ChunkSender(driver, self._cache_options(),
                               adhoc.record(flow_run_id) if adhoc is not None else None)
         try:

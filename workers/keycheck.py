@@ -115,4 +115,5 @@ class ProbeWatch:
         for executor in host.executors:
             process = executor.process
             if process is not None and process.poll() is None:
+                executor.restart_requested = True  # a restart at once, not a death
                 process.send_signal(signal.SIGTERM)  # restarted with the new queues

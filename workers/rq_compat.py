@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from flowkit.logs import buffered_task_logs
 from flowkit.serializers import load_signing_key
 from flowkit.settings import get_settings
 from flowkit.store import attempts, functions
 from flowkit.store.limits import Limits
+from flowkit.store.logs import add_lines
 from flowkit.workers.execution import ExecutionContext, run_attempt
 
 
@@ -47,8 +49,14 @@ def run_task_run(task_run_id: str) -> str:
                            job.origin)  # type: ignore[union-attr]
     with _renewing_lease(client, limits, worker_id, task_run_id, settings.lease_seconds):
         attempt = run_attempt(ctx, claimed)
-    functions.execute(client, lambda pipe: attempts.finish(
-        client, limits, worker_id, executor_id, [(claimed, attempt.outcome)], pipe=pipe))
+    with buffered_task_logs() as lines:  # the task's log lines, written before its outcome
+
+        def record(pipe: Any) -> None:
+            add_lines(pipe, lines)
+            attempts.finish(client, limits, worker_id, executor_id,
+                            [(claimed, attempt.outcome)], pipe=pipe)
+
+        functions.execute(client, record)
     return attempt.outcome.state
 
 

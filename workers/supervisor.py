@@ -93,6 +93,8 @@ class _Executor:
     #: Set when the supervisor killed the process on purpose: "timed_out" and "cancelled"
     #: (outcome already recorded), "lost" (leases could not be renewed), "handed_back".
     killed_for: str = ""
+    #: Set when the supervisor asked it to exit to be started again (new queues).
+    restart_requested: bool = False
     started: float = field(default_factory=time.monotonic)
     #: Monotonic time of the next start (None: not to be started again).
     restart_at: float | None = None
@@ -151,8 +153,15 @@ class WorkerSupervisor:
                 ex.killed_for = outcome
                 kill_group(ex.process.pid)
                 ex.process.wait()
-            attempts.end_unreported(self.client, self.limits, outcome, message,
-                                    [task_run_id], retry_delay)
+            try:
+                attempts.end_unreported(self.client, self.limits, outcome, message,
+                                        [task_run_id], retry_delay)
+            except Exception:
+                # Redis away (a hard timeout while cut off): the outcome cannot be recorded,
+                # so once Redis answers the attempt is handed back to run again (its id must
+                # not stay on the processing list, renewed forever).
+                ex.killed_for = "lost"
+                raise
             logger.warning("task run %s %s on executor %s", task_run_id, outcome,
                            ex.executor_id)
 
@@ -257,12 +266,18 @@ class WorkerSupervisor:
             ex.unsettled = code  # its claims: settled now, or once Redis answers again
             if not self.contact.is_lost and ex.killed_for != "lost":
                 self._settle(ex)
-        if self.stopping or (self.config.burst and code == 0 and not ex.killed_for):
+        asked = ex.restart_requested
+        ex.restart_requested = False
+        if self.stopping or (self.config.burst and code == 0 and not ex.killed_for
+                             and not asked):
             return
         ex.restarts += 1
-        delay = 0.0 if ex.killed_for else ex.backoff.delay(lived)
+        delay = 0.0 if ex.killed_for or asked else ex.backoff.delay(lived)
         ex.restart_at = time.monotonic() + delay
-        if not ex.killed_for:
+        if asked:
+            logger.info("executor %s restarting to serve %s", ex.executor_id,
+                        ", ".join(self.queues))
+        elif not ex.killed_for:
             logger.warning("executor %s exited with %s; restarting%s (restart #%d)",
                            ex.executor_id, _describe_exit(code),
                            f" in {delay:.1f}s" if delay >= 1 else "", ex.restarts)

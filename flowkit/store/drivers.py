@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flowkit.store import functions
+from flowkit.store import functions, task_runs
 
 if TYPE_CHECKING:
     import redis
@@ -57,10 +57,16 @@ def lost(client: redis.Redis, limits: Limits) -> list[LostDriver]:
 
 def end_lost_run(client: redis.Redis, limits: Limits, driver_id: str,
                  flow_run_id: str) -> EndedRun:
-    """End one flow run of a lost driver CRASHED and cancel its task runs, atomically."""
-    ended, cancelled, flagged = functions.call(client, "driver_run_lost", limits,
-                                               [driver_id, flow_run_id])
-    return EndedRun(bool(ended), int(cancelled), int(flagged))
+    """End one flow run of a lost driver CRASHED (one atomic call that re-checks the driver's
+    deadline), then cancel its task runs in bounded chunks."""
+    ended, message = functions.call(client, "driver_run_lost", limits, [driver_id, flow_run_id])
+    if not int(ended):
+        return EndedRun(False, 0, 0)
+    text = message.decode() if isinstance(message, bytes) else str(message)
+    cancelled, flagged = task_runs.cancel(
+        client, limits, task_run_ids=task_runs.flow_task_run_ids(client, flow_run_id),
+        message=text)
+    return EndedRun(True, cancelled, flagged)
 
 
 def forget(client: redis.Redis, limits: Limits, driver_id: str, only_if_lost: bool) -> bool:

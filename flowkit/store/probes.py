@@ -111,3 +111,8 @@ def _opens(key: serializers.SigningKey, blob: bytes, queue: str) -> bool:
     except EnvelopeError:
         return False
     return hmac.compare_digest(payload, _payload(queue))
+
+
+def forget_written(client: redis.Redis) -> None:
+    """The server lost state: the probes this process wrote are gone, write them again."""
+    _written.pop(client, None)

@@ -169,15 +169,18 @@ def cancel(client: redis.Redis, limits: Limits, *, flow_run_id: str = "",
     def send(chunks: list[list[str]]) -> None:
         nonlocal dropped, flagged
 
+        moving = first[0]  # read once: build() runs again when the library is reloaded
+
         def build(pipe: Any) -> None:
-            for chunk in chunks:
-                functions.call(client, "cancel", limits, [message, first[0], remove_now, *chunk],
+            for i, chunk in enumerate(chunks):
+                functions.call(client, "cancel", limits,
+                               [message, moving if i == 0 else "", remove_now, *chunk],
                                pipe=pipe)
-                first[0] = ""
 
         for reply in functions.execute(client, build):
             dropped, flagged = dropped + int(reply[0]), flagged + int(reply[1])
             queues.update(q.decode() for q in reply[2:])
+        first[0] = ""
 
     batch: list[list[str]] = []
     for chunk in _chunks(targets, CANCEL_CHUNK_RUNS):
@@ -202,6 +205,11 @@ CANCEL_CALLS_PER_TRIP = 4
 CANCEL_LREM_MAX = 8
 #: Queue entries one sweep call looks at (about 1 ms of server time for 500).
 SWEEP_CHUNK = 500
+
+
+def flow_task_run_ids(client: redis.Redis, flow_run_id: str) -> list[str]:
+    """Every task run id of a flow run, read in pages."""
+    return list(_cancel_targets(client, flow_run_id, ()))
 
 
 def _cancel_targets(client: redis.Redis, flow_run_id: str,

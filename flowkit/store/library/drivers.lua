@@ -18,11 +18,13 @@ register('driver_beat', function(_, args)
   redis.call('ZADD', K.DRIVERS, server_now() + tonumber(a[3]), id)
   local open, ended = {}, {}
   for i = 4, #a do
+    -- A run not written yet (its submit's enqueue is still on the way) counts as open:
+    -- dropping it here would leave it uncovered for good once it exists.
     local state = redis.call('HGET', K.flow_run(a[i]), 'state')
-    if state and not S.TERMINAL[state] then
-      table.insert(open, a[i])
-    else
+    if state and S.TERMINAL[state] then
       table.insert(ended, a[i])
+    else
+      table.insert(open, a[i])
     end
   end
   redis.call('HSET', K.driver(id), 'label', a[2], 'tolerance', a[3],
@@ -44,38 +46,34 @@ register('drivers_lost', function(_, args)
 end)
 
 -- driver_run_lost(a): end one flow run of a lost driver, if the driver is still past its
--- deadline and the run still active: the run ends CRASHED "driver lost: <label> ...", its
--- queued and waiting task runs end CANCELLED, its running ones are flagged for their
--- supervisors to kill (as cancel does). Cancelled ids stay in their queue list and claim
--- skips them: the work is linear in the run's task runs, not in the queue's length.
--- a[1] = driver id   a[2] = flow run id
--- Returns {1 if the run was ended else 0, task runs cancelled, running attempts flagged}.
+-- deadline and the run still active: the run ends CRASHED "driver lost: <label> ...", and its
+-- driver, should it come back, is told to stop the flow function. Its task runs are not
+-- touched here: the caller cancels them in bounded chunks (task_runs.cancel), so a lost
+-- driver's 100k-task run never blocks the server. a[1] = driver id   a[2] = flow run id
+-- Returns {1, message} when the run was ended (now, or by an earlier pass that may not have
+-- cancelled everything: cancelling again is harmless), else {0, ''}.
 register('driver_run_lost', function(_, args)
   local ctx, a = context(args)
   local deadline = tonumber(redis.call('ZSCORE', K.DRIVERS, a[1]))
-  if not deadline or deadline > server_now() then return {0, 0, 0} end
+  if not deadline or deadline > server_now() then return {0, ''} end
   local d = read(K.driver(a[1]), {'label', 'tolerance'})
   local message = 'driver lost: ' .. (d.label or a[1]) .. ' sent no heartbeat for more than ' ..
                   (d.tolerance or '?') .. ' s (FLOWKIT_PARTITION_TOLERANCE_SECONDS)'
   local flow_run_id = a[2]
-  if not move_flow_run(ctx, flow_run_id, 'crashed', {'error_type', C.ERROR_TYPES.driver_lost,
-                                                     'error_message', message}, false) then
-    return {0, 0, 0}
+  local fr = K.flow_run(flow_run_id)
+  local driver = redis.call('HGET', fr, 'reply_to')
+  if move_flow_run(ctx, flow_run_id, 'crashed', {'error_type', C.ERROR_TYPES.driver_lost,
+                                                 'error_message', message}, false) then
+    -- A driver that comes back after all stops its flow function (as after a cancel).
+    reply(driver, {'kind', 'cancel_flow', 'id', flow_run_id, 'message', message})
+    return {1, message}
   end
-  local dropped, flagged = 0, 0
-  for _, id in ipairs(redis.call('ZRANGE', K.flow_run_tasks(flow_run_id), 0, -1)) do
-    local t = load_task(id)
-    if t.state == 'pending' or t.state == 'retrying' then
-      redis.call('ZREM', K.RETRIES_DUE, id)
-      end_task_run(ctx, t, 'cancelled', {error_type = C.ERROR_TYPES.cancelled, message = message})
-      dropped = dropped + 1
-    elseif t.state == 'running' then
-      redis.call('SADD', K.CANCELLING, id)
-      redis.call('HSET', t.key, 'cancel_requested', ctx.ts)
-      flagged = flagged + 1
-    end
+  -- Ended already by an earlier pass that stopped before cancelling everything: again.
+  local r = read(fr, {'state', 'error_type', 'error_message'})
+  if r.state == 'crashed' and r.error_type == C.ERROR_TYPES.driver_lost then
+    return {1, r.error_message or message}
   end
-  return {1, dropped, flagged}
+  return {0, ''}
 end)
 
 -- driver_forget(a): drop a driver's heartbeat. a[1] = driver id   a[2] = '1': only if it is
