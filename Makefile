@@ -31,9 +31,11 @@ $(DEV): $(RUNTIME)
 demo: $(RUNTIME)
 	$(BIN)/python examples/demo.py
 
-## Run the whole test suite against a real server and real worker processes.
+## Run the whole test suite against a real server and real worker processes, in
+## $(TEST_PROCESSES) pytest processes (each starts its own server; a file's tests stay together).
+TEST_PROCESSES ?= 2
 test: $(DEV) browser faketime
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_PROCESSES) --dist loadfile
 
 ## The suite without the slow fault-injection tests.
 test-fast: $(DEV)
