@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flowkit import serializers
+from flowkit._argument_size import always_picklable, plain_size_bound, too_large
 from flowkit.context import flow_run_ctx, task_run_ctx
 from flowkit.errors import ArgumentTooLarge, ConfigurationError
 from flowkit.futures import ResultRef, TaskFuture
@@ -238,11 +239,11 @@ class Task(Generic[P, R]):
             args = tuple(_replace_futures(a, found) for a in args)
             kwargs = {k: _replace_futures(v, found) for k, v in kwargs.items()}
             call = _PreparedCall(new_id(), args, kwargs, found, self._preview(args, kwargs))
-            if (kept <= KEEP_PICKLED_BYTES or not _always_picklable(args, kwargs)
-                    or _plain_size_bound(args, kwargs) > max_bytes):
+            if (kept <= KEEP_PICKLED_BYTES or not always_picklable(args, kwargs)
+                    or plain_size_bound(args, kwargs) > max_bytes):
                 body = self._dump_body(args, kwargs, exec_opts)
                 if len(body) > max_bytes:
-                    raise ArgumentTooLarge(_too_large(self.name, index, len(calls), len(body),
+                    raise ArgumentTooLarge(too_large(self.name, index, len(calls), len(body),
                                                       max_bytes))
                 kept += len(body)
                 call.body = body if kept <= KEEP_PICKLED_BYTES else None
@@ -340,31 +341,6 @@ class Task(Generic[P, R]):
                  for i, v in enumerate(args)}
         named.update(kwargs)
         return serializers.json_preview(named)
-
-
-#: Types whose values always pickle: a call made only of these needs no trial pickling.
-_ALWAYS_PICKLABLE = frozenset({bytes, str, int, float, bool, type(None)})
-
-
-def _plain_size_bound(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
-    """An upper bound of the pickled size of a call made only of plain values (a str takes
-    at most 4 bytes a character in UTF-8), so that small ones need no trial pickling."""
-    values = [*args, *kwargs.values()]
-    return 4096 + sum(4 * len(v) if isinstance(v, str) else len(v) if isinstance(v, bytes)
-                      else 16 for v in values) + sum(len(k) for k in kwargs)
-
-
-def _too_large(task_name: str, index: int, count: int, size: int, limit: int) -> str:
-    which = f"call {index + 1} of {count}" if count > 1 else "its call"
-    shown = f"{size / (1 << 20):.1f} MiB" if size >= 1 << 20 else f"{size / 1024:.1f} KiB"
-    return (f"task {task_name!r}: {which} pickles to {shown} ({size} bytes), "
-            f"over FLOWKIT_MAX_ARGUMENT_BYTES={limit}; pass a path or URL to the data "
-            "instead (or raise the limit); nothing was queued")
-
-
-def _always_picklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    return (all(type(a) in _ALWAYS_PICKLABLE for a in args)
-            and all(type(v) in _ALWAYS_PICKLABLE for v in kwargs.values()))
 
 
 @dataclass

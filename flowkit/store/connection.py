@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from flowkit._units import human_bytes
 from flowkit.errors import ConfigurationError, StoreConnectionError, StoreError, StoreFullError
 
 if TYPE_CHECKING:
@@ -100,8 +101,6 @@ def full_error(client: redis.Redis) -> StoreFullError:
     The refused command wrote nothing: the server checks memory before running it, and a
     library function refused this way never started.
     """
-    from flowkit.store.server import human_bytes
-
     try:
         info = client.info("memory")
         used = human_bytes(int(info.get("used_memory", 0)))

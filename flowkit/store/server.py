@@ -19,6 +19,7 @@ import secrets
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from flowkit._units import human_bytes
 from flowkit.errors import ConfigurationError
 from flowkit.store import keys
 from flowkit.store.connection import call, url_of
@@ -111,11 +112,3 @@ def check_eviction(client: redis.Redis, *, allow: bool, who: str) -> None:
         "Redis of its own (set FLOWKIT_ALLOW_EVICTION=1 or --allow-eviction to use it anyway)")
 
 
-def human_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'."""
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    raise AssertionError("unreachable")
