@@ -40,12 +40,27 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: fl
         time.sleep(interval)
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a worker's executors), from /proc."""
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(p) for p in f.read().split()]
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped yet counts as dead)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] not in "ZX"
+
+
 @contextlib.contextmanager
 def frozen_worker(pid: int) -> Iterator[None]:
     """SIGSTOP a worker's supervisor and each of its executors (they run in process groups of
     their own, so one killpg does not reach them), SIGCONT them all on the way out."""
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        group = [pid, *(int(p) for p in f.read().split())]
+    group = [pid, *children(pid)]
     for member in group:
         os.kill(member, signal.SIGSTOP)
     try:

@@ -17,17 +17,12 @@ from click.testing import CliRunner
 from flowkit.cli import cli
 from flowkit.store import task_runs
 
-from conftest import wait_until
+from conftest import children, wait_until
 from tasks_for_tests import record_run
 
 pytestmark = pytest.mark.slow
 
 FAST_LEASES = {"FLOWKIT_LEASE_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "0.5"}
-
-
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
 
 
 def _executions(path: Path) -> list[str]:
@@ -41,7 +36,7 @@ def test_a_refused_stale_result_is_logged_once_naming_both_attempts(workers, cli
     workers.wait_registered(client)
     future = record_run.submit(str(marker), 1.5, label=" (first)")
     wait_until(lambda: len(_executions(marker)) == 1, message="the body to start")
-    executors = _children(frozen.pid)
+    executors = children(frozen.pid)
     for pid in [frozen.pid, *executors]:
         os.kill(pid, signal.SIGSTOP)
     try:

@@ -14,7 +14,7 @@ from flowkit.states import RunState
 from flowkit.store import task_runs
 from flowkit.store.workers import list_workers, live_workers_for
 
-from conftest import wait_until
+from conftest import children, wait_until
 from tasks_for_tests import identity, sleep_then, whoami
 
 
@@ -69,18 +69,13 @@ def test_multi_queue_worker_blocks_on_all_queues(workers, client) -> None:
     assert identity.with_options(queue="beta").submit("b").result(timeout=5) == "b"
 
 
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
 def test_multi_queue_executor_killed_while_waiting_loses_nothing(workers, client) -> None:
     # A stopped executor still "receives" whatever Redis hands its blocking call. If that call
     # popped task ids (BLMPOP on the queues), the id would sit in a dead socket once the
     # executor is killed: the task would be in no queue and no processing list, lost.
     proc = workers.start("alpha", "beta", concurrency=1)
     workers.wait_registered(client, queue="beta")
-    [executor] = wait_until(lambda: _children(proc.pid), message="executor started")
+    [executor] = wait_until(lambda: children(proc.pid), message="executor started")
     time.sleep(1.2)  # the executor is blocked in its wait
     os.kill(executor, signal.SIGSTOP)
     future = identity.with_options(queue="beta").submit("kept")

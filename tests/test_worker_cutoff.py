@@ -24,7 +24,7 @@ from flowkit.embedded import _started, free_port, start_server
 from flowkit.settings import get_settings
 from flowkit.store import task_runs
 
-from conftest import wait_until
+from conftest import alive, children, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -37,20 +37,6 @@ def client_for(url: str):  # type: ignore[no-untyped-def]
     import redis
 
     return redis.Redis.from_url(url)
-
-
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
 
 
 @task
@@ -118,13 +104,13 @@ def test_cut_off_worker_kills_what_it_cannot_renew_logs_once_and_recovers(
 
         server.cut(how)
         cut_at = time.monotonic()
-        wait_until(lambda: not _alive(int(first)), timeout=LEASE + 3, interval=0.05,
+        wait_until(lambda: not alive(int(first)), timeout=LEASE + 3, interval=0.05,
                    message="the unrenewable attempt to be killed")
         killed_after = time.monotonic() - cut_at
         time.sleep(max(0.0, 10.0 - (time.monotonic() - cut_at)))  # stay cut off for 10 s
         assert proc.poll() is None, workers.output(proc)
         during = workers.output(proc)
-        assert len(_children(proc.pid)) == 1  # no restart while Redis is away
+        assert len(children(proc.pid)) == 1  # no restart while Redis is away
 
         server.heal()
         # Recovered: the attempt runs again (handed back, or reaped once its lease expired).
@@ -132,7 +118,7 @@ def test_cut_off_worker_kills_what_it_cannot_renew_logs_once_and_recovers(
         wait_until(lambda: "worker cut-off: contact with Redis is back" in workers.output(proc),
                    timeout=10, message="the supervisor to log the way back")
         # The killed executor was replaced once Redis answered again (not while cut off).
-        wait_until(lambda: len(_children(proc.pid)) == 2, timeout=10,
+        wait_until(lambda: len(children(proc.pid)) == 2, timeout=10,
                    message="the killed executor to be replaced")
         history = [h["state"] for h in task_runs.get_history(client_for(server.info.url()),
                                                              future.task_run_id)]

@@ -17,28 +17,13 @@ from flowkit.cli import cli
 from flowkit.store import task_runs
 from flowkit.workers.process_tree import group_members
 
-from conftest import TESTS_DIR, wait_until
+from conftest import TESTS_DIR, alive, children, wait_until
 from tasks_for_tests import identity, sleep_then
 
 pytestmark = pytest.mark.slow
 
 #: Short leases and heartbeats so that reaping after a death takes seconds in these tests.
 FAST_LEASES = {"FLOWKIT_LEASE_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "0.3"}
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie nobody reaped yet counts as dead)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2] not in "ZX"
-
-
-def _children(pid: int) -> list[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as f:
-        return [int(p) for p in f.read().split()]
 
 
 def _state(client, future) -> str:
@@ -67,12 +52,12 @@ def test_supervisor_killed_alone_takes_its_executors_with_it(workers, client) ->
                message="both executors busy")
     queued = identity.map(range(5))
     time.sleep(0.5)  # a lease renewal marks the running attempts in hand
-    executors = _children(proc.pid)
+    executors = children(proc.pid)
     assert len(executors) == 2 and client.llen("rq:queue:default") == 5
 
     os.kill(proc.pid, signal.SIGKILL)
     killed_at = time.monotonic()
-    wait_until(lambda: not any(_alive(p) for p in executors), timeout=1.0, interval=0.01,
+    wait_until(lambda: not any(alive(p) for p in executors), timeout=1.0, interval=0.01,
                message="the executors to die with their supervisor")
     died_after = time.monotonic() - killed_at
     time.sleep(1.0)
@@ -118,15 +103,15 @@ def test_task_death_kills_its_whole_process_tree(workers, client, tmp_path, how)
         _spawns_children_then_hangs)
     proc = workers.start("default", concurrency=1)
     workers.wait_registered(client)
-    [executor] = wait_until(lambda: _children(proc.pid), message="executor started")
+    [executor] = wait_until(lambda: children(proc.pid), message="executor started")
     future = hang.submit(str(pids_file), 9 if how == "executor-exit" else None)
     pids = wait_until(lambda: pids_file.exists() and pids_file.read_text().split(),
                       timeout=15, message="the task to start its children")
     pids = [int(p) for p in pids]
-    assert all(_alive(p) for p in pids) or how == "executor-exit"
+    assert all(alive(p) for p in pids) or how == "executor-exit"
     if how == "cancel":
         future.cancel()
-    wait_until(lambda: not any(_alive(p) for p in pids), timeout=8,
+    wait_until(lambda: not any(alive(p) for p in pids), timeout=8,
                message=f"the task's children to die ({how})")
     # The executor's whole process group goes (a killed process takes a moment to exit).
     wait_until(lambda: group_members(executor) == [], timeout=2, message="an empty group")
@@ -148,13 +133,13 @@ def test_drain_past_grace_hands_running_attempts_back_to_the_front(workers, clie
     running = sleep_then.submit(30.0, "slow")
     wait_until(lambda: _state(client, running) == "running", message="task to start")
     behind = identity.submit("behind")
-    [executor] = _children(proc.pid)
+    [executor] = children(proc.pid)
     signalled = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0, workers.output(proc)
     took = time.monotonic() - signalled
     assert 1.0 <= took < 4.0, took
-    assert not _alive(executor)
+    assert not alive(executor)
     # Handed back at once, ahead of what was queued behind it, with no crash counted.
     assert _state(client, running) == "pending"
     assert client.lrange("rq:queue:default", 0, -1) == [running.task_run_id.encode(),
