@@ -11,6 +11,19 @@ import textwrap
 import time
 from pathlib import Path
 
+#: The head of the lifecycle tests' driver scripts: a task that sleeps a minute (it is still
+#: queued or running when the test interrupts or kills its driver).
+SLOW_TASK_SCRIPT = '''
+import time
+from flowkit import flow, task
+from flowkit.context import flow_run_ctx
+
+@task
+def slow(i: int) -> int:
+    time.sleep(60)
+    return i
+'''
+
 
 class DriverProcess:
     """A driver script in its own process; stdout read as lines, stderr kept in a file."""

@@ -8,21 +8,12 @@ import time
 
 import pytest
 
-from driver_processes import DriverProcess
+from driver_processes import SLOW_TASK_SCRIPT, DriverProcess
 from flowkit.store import flow_runs, keys, task_runs
 
 from conftest import wait_until
 
-FLOW_SCRIPT = '''
-import time
-from flowkit import flow, task
-from flowkit.context import flow_run_ctx
-
-@task
-def slow(i: int) -> int:
-    time.sleep(60)
-    return i
-
+FLOW_SCRIPT = SLOW_TASK_SCRIPT + '''
 @flow
 def big() -> None:
     print(flow_run_ctx.get().flow_run_id, flush=True)

@@ -8,22 +8,14 @@ import time
 
 import pytest
 
-from driver_processes import DriverProcess
+from driver_processes import SLOW_TASK_SCRIPT, DriverProcess
 from flowkit.store import flow_runs, task_runs
 
 from conftest import wait_until
 
 MESSAGE = re.compile(r"flowkit: interrupted: cancelled (\d+) queued and (\d+) running task runs")
 
-WAITING_SCRIPT = '''
-import time
-from flowkit import task
-
-@task
-def slow(i: int) -> int:
-    time.sleep(60)
-    return i
-
+WAITING_SCRIPT = SLOW_TASK_SCRIPT + '''
 futures = slow.map(range(30))
 print(futures[0].flow_run_id, flush=True)
 try:
@@ -32,16 +24,7 @@ except KeyboardInterrupt:
     print("interrupted", flush=True)
 '''
 
-FLOW_SCRIPT = '''
-import time
-from flowkit import flow, task
-from flowkit.context import flow_run_ctx
-
-@task
-def slow(i: int) -> int:
-    time.sleep(60)
-    return i
-
+FLOW_SCRIPT = SLOW_TASK_SCRIPT + '''
 @flow
 def big() -> None:
     print(flow_run_ctx.get().flow_run_id, flush=True)
@@ -69,15 +52,7 @@ AS_COMPLETED_SCRIPT = WAITING_SCRIPT.replace(
     "import flowkit.futures\n    [f.result() for f in flowkit.futures.as_completed(futures)]")
 
 #: Ctrl-C while the script does something else: the uncaught KeyboardInterrupt ends it.
-SLEEPING_SCRIPT = '''
-import time
-from flowkit import task
-
-@task
-def slow(i: int) -> int:
-    time.sleep(60)
-    return i
-
+SLEEPING_SCRIPT = SLOW_TASK_SCRIPT + '''
 futures = slow.map(range(30))
 print(futures[0].flow_run_id, flush=True)
 try:
