@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from flowkit.states import RunState
-from flowkit.store import attempts, flow_runs, functions, task_runs, workers
+from flowkit.store import attempts, flow_runs, functions, keys, task_runs, workers
 from flowkit.store.attempts import Claim, Outcome
 from flowkit.store.clock import server_time
 from flowkit.store.limits import CLAIM_SKIP_MAX
@@ -95,6 +95,15 @@ def leader_and_waiter(c: Any) -> None:
     c.rpush("flowkit:cache:k1:waiters", "t2")
 
 
+def _refused(call: Callable[[], Any]) -> str:
+    """The message of the error a call raises (the case checks it names the cause)."""
+    try:
+        call()
+    except Exception as exc:
+        return str(exc)
+    raise AssertionError("the call was not refused")
+
+
 CASES = [
     # -- enqueue ----------------------------------------------------------------------------
     Case("enqueue", "enqueue writes pending runs and queues the ready ones",
@@ -134,6 +143,13 @@ CASES = [
              adhoc=task_runs.AdhocRecord("adhoc: script.py", close=True)),
          {"flow:f1.state": "completed", "task:t1.state": "cached", "flow:f1.n_cached": "1"},
          cache_keys=("k1",)),
+    Case("enqueue", "enqueue into a flow run the server lost writes nothing (no ghost run)",
+         lambda c: None,
+         lambda c, lim: ("flow run f1 no longer exists in Redis" in _refused(
+             lambda: task_runs.enqueue_task_runs(c, lim, [spec("t1")])),
+             c.exists(keys.task_run("t1"), keys.flow_run("f1"), keys.rq_job("t1"))),
+         {f"queue:{QUEUE}": [], "events": []},
+         returns=(True, 0)),
     # -- claim ------------------------------------------------------------------------------
     Case("claim", "claim starts an attempt: running, leased, counted, in the history",
          flow_with(("t1", "pending")),

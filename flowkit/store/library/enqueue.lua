@@ -23,6 +23,11 @@ register('enqueue', function(_, args)
   if a[12] ~= '' then
     create_flow_run(ctx, {id = flow_run_id, name = a[12], kind = 'adhoc', state = 'running',
                           reply_to = a[4]})
+  elseif redis.call('HEXISTS', K.flow_run(flow_run_id), 'state') == 0 then
+    -- Its flow run is gone (the server lost state): counters alone would make a ghost run.
+    return redis.error_reply('flowkit: flow run ' .. flow_run_id .. ' no longer exists in ' ..
+      'Redis (the server restarted empty or was flushed); nothing was queued: run the flow ' ..
+      'again')
   end
   for i = 14, #a, 8 do
     local id, held, cache_key = a[i], a[i + 4], a[i + 6]
