@@ -177,7 +177,9 @@ def test_interrupting_a_notebook_cell_cancels_that_cells_work(workers, client, t
         assert len(states) == 30
         # The next cell runs at once, with nothing of the last one left queued.
         started = time.monotonic()
-        assert run("print(sum(f.cancelled() for f in futures))")["status"] == "ok"
+        answer = run("print(sum(f.cancelled() for f in futures))")
+        assert answer["status"] == "ok", (answer.get("ename"), answer.get("evalue"),
+                                          answer.get("traceback"))
         assert time.monotonic() - started < 5
         assert flow_runs.get_flow_run(client, flow_run_id)["state"] == "cancelled"
         del nbformat
