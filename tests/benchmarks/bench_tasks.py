@@ -41,8 +41,13 @@ def rq_take_bytes(b: bytes) -> int:
 
 
 @task(queue="bench-recovery")
-def sleep_then_pid(seconds: float) -> int:
-    time.sleep(seconds)
+def hang_once_then_pid(marker: str) -> int:
+    """The first execution writes ``marker`` and hangs (the benchmark kills its worker while
+    it runs); the re-run returns at once, so the measured time is the recovery alone."""
+    if not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(600)
     return os.getpid()
 
 

@@ -27,7 +27,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import signal
 import statistics
 import subprocess
@@ -45,6 +44,9 @@ from rich.table import Table
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
+from machine import counters, machine_info  # noqa: E402
+from procs import spawn, stop_procs, wait_until  # noqa: E402
+
 import bench_tasks  # noqa: E402  (importing flowkit reads no settings, opens no connection)
 
 SECRET = "flowkit-bench-secret-0123456789ab"  # 32 characters
@@ -52,46 +54,6 @@ QUEUE = "bench"
 W1_TASKS, W1_RUNS = 2000, 3
 REPEATS = 3  # W3 and W4 report the median of this many runs
 MAP_TIMEOUT = 60.0
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, what: str,
-               interval: float = 0.02) -> Any:
-    """Poll ``predicate`` until truthy; TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
-    return value
-
-
-def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, cwd=BENCH_DIR, env=env, stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_procs(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> None:
-    """SIGTERM (warm shutdown), then SIGKILL the process group of any that lingers."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-
-
-def counters(client: redis.Redis) -> dict[str, int]:
-    """Server-wide totals: commands, read events, calls per command."""
-    stats = client.info("stats")
-    out = {"commands": int(stats["total_commands_processed"]),
-           "reads": int(stats["total_reads_processed"])}
-    for name, row in client.info("commandstats").items():
-        out[name.removeprefix("cmdstat_")] = int(row["calls"])
-    return out
 
 
 class System(Protocol):
@@ -282,22 +244,32 @@ def w6_recovery(system: System) -> dict[str, Any]:
     env = {**system.env, "FLOWKIT_LEASE_SECONDS": str(RECOVERY_LEASE_SECONDS),
            "FLOWKIT_HEARTBEAT_SECONDS": "1"}
     cmd = [sys.executable, "-m", "flowkit", "worker", "start", "-c", "1", "-q", "bench-recovery",
-           "--redis-url", system.url]
-    doomed = spawn(cmd, env, system.home / "recovery-doomed.log")
+           "--redis-url", system.url, "--name"]
+    marker = system.home / "recovery-first-attempt"
+    marker.unlink(missing_ok=True)
+    doomed = spawn([*cmd, "bench-doomed"], env, system.home / "recovery-doomed.log")
     survivor: subprocess.Popen[bytes] | None = None
     try:
         wait_until(lambda: live_workers_for(system.client, "bench-recovery") >= 1, 20, "worker")
-        future = bench_tasks.sleep_then_pid.submit(0.5)
+        future = bench_tasks.hang_once_then_pid.submit(str(marker))
         key = f"flowkit:taskrun:{future.task_run_id}"
-        wait_until(lambda: system.client.hget(key, "state") == b"running", 20, "the task")
-        survivor = spawn(cmd, env, system.home / "recovery-survivor.log")
+        wait_until(lambda: marker.exists() and marker.read_text(), 20, "the first attempt")
+        survivor = spawn([*cmd, "bench-survivor"], env, system.home / "recovery-survivor.log")
         wait_until(lambda: live_workers_for(system.client, "bench-recovery") >= 2, 20, "worker 2")
+        # The figure must measure a recovery: the first attempt is running on the doomed
+        # worker right now (its body hangs until killed).
+        at_kill = system.client.hmget(key, "state", "attempt", "worker")
+        if at_kill != [b"running", b"1", b"bench-doomed"]:
+            raise AssertionError(f"the task is not running on the doomed worker: {at_kill}")
+        first_pid = int(marker.read_text())
         os.killpg(doomed.pid, signal.SIGKILL)
         killed = time.perf_counter()
         pid = future.result(timeout=RECOVERY_LEASE_SECONDS + 30)
         recovered = time.perf_counter() - killed
-        if pid == doomed.pid:
-            raise AssertionError("the result came from the killed worker")
+        after = system.client.hmget(key, "state", "attempt", "worker")
+        if pid == first_pid or after != [b"completed", b"2", b"bench-survivor"]:
+            raise AssertionError(f"the result did not come from a second attempt on the other "
+                                 f"worker: pid {pid} (first {first_pid}), {after}")
         return {"recovery_s": recovered}
     finally:
         doomed.wait(timeout=5)
@@ -432,19 +404,6 @@ def run_system(system: System, console: Console,
     finally:
         system.stop()
     return measured, errors
-
-
-def machine_info(client: redis.Redis, binary: str) -> dict[str, Any]:
-    import rq
-
-    import flowkit
-    server = client.info("server")
-    return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "server_binary": binary, "server_version": server.get("valkey_version")
-            or server.get("redis_version"), "flowkit": flowkit.__version__,
-            "rq": rq.__version__, "redis_py": redis.__version__,
-            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def build_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

@@ -1,0 +1,48 @@
+"""What the benchmark ran on, the server's counters, and this machine's own yardsticks,
+printed beside the table: absolute figures move two- to three-fold between machines, ratios
+and yardsticks less."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import redis
+
+
+def machine_info(client: redis.Redis, binary: str) -> dict[str, Any]:
+    import rq
+
+    import flowkit
+    server = client.info("server")
+    return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "python": platform.python_version(), "platform": platform.platform(),
+            "server_binary": binary, "server_version": server.get("valkey_version")
+            or server.get("redis_version"), "flowkit": flowkit.__version__,
+            "rq": rq.__version__, "redis_py": redis.__version__,
+            "redis_round_trip_ms_p50": redis_round_trip_ms(client),
+            "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def redis_round_trip_ms(client: redis.Redis, count: int = 500) -> float:
+    """This machine's yardstick: the median PING round trip to the benchmark's server (the
+    absolute figures above move two- to three-fold between machines; this moves with them)."""
+    times = []
+    for _ in range(count):
+        start = time.perf_counter()
+        client.ping()
+        times.append(time.perf_counter() - start)
+    return round(statistics.median(times) * 1000, 4)
+
+
+def counters(client: redis.Redis) -> dict[str, int]:
+    """Server-wide totals: commands, read events, calls per command."""
+    stats = client.info("stats")
+    out = {"commands": int(stats["total_commands_processed"]),
+           "reads": int(stats["total_reads_processed"])}
+    for name, row in client.info("commandstats").items():
+        out[name.removeprefix("cmdstat_")] = int(row["calls"])
+    return out
