@@ -44,6 +44,7 @@ from rich.table import Table
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
+from hand_loop import LoopSystem  # noqa: E402
 from machine import counters, machine_info  # noqa: E402
 from procs import spawn, stop_procs, wait_until  # noqa: E402
 
@@ -410,12 +411,14 @@ def build_rows(measured: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for m in METRICS:
         fk, rqv = measured["flowkit"].get(m.key), measured["RQ"].get(m.key)
+        loop = measured.get("loop", {}).get(m.key)
         meets = None
         if m.target is not None and fk is not None:
             meets = fk >= m.target if m.higher_is_better else fk <= m.target
         rows.append({"workload": m.workload, "metric": m.key, "unit": m.unit,
                      "better": "higher" if m.higher_is_better else "lower", "flowkit": fk,
                      "rq": rqv, "ratio": fk / rqv if fk is not None and rqv else None,
+                     "loop": loop, "ratio_loop": fk / loop if fk is not None and loop else None,
                      "target": m.target, "meets_target": meets})
     return rows
 
@@ -424,14 +427,19 @@ def print_table(console: Console, rows: list[dict[str, Any]]) -> None:
     def fmt(v: float | None) -> str:
         return "n/a" if v is None else f"{v:,.0f}" if abs(v) >= 100 else f"{v:.4g}"
 
-    table = Table(title="flowkit vs RQ (ratio = flowkit/RQ; see 'better' for direction)")
-    for col in ("workload", "unit", "flowkit", "RQ", "flowkit/RQ", "better", "target", "meets"):
+    def ratio(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3g}x"
+
+    table = Table(title="flowkit vs RQ and vs a hand-rolled BRPOP/LPUSH loop that records "
+                        "nothing (ratios = flowkit/baseline; see 'better' for direction)")
+    for col in ("workload", "unit", "flowkit", "RQ", "flowkit/RQ", "loop", "flowkit/loop",
+                "better", "target", "meets"):
         table.add_column(col, justify="left" if col == "workload" else "right")
     for r in rows:
         sign = "≥" if r["better"] == "higher" else "≤"
         meets = {None: "-", True: "[green]yes[/]", False: "[red]no[/]"}[r["meets_target"]]
         table.add_row(r["workload"], r["unit"], fmt(r["flowkit"]), fmt(r["rq"]),
-                      "n/a" if r["ratio"] is None else f"{r['ratio']:.3g}x", r["better"],
+                      ratio(r["ratio"]), fmt(r["loop"]), ratio(r["ratio_loop"]), r["better"],
                       "-" if r["target"] is None else f"{sign} {r['target']:g}", meets)
     console.print(table)
 
@@ -443,7 +451,7 @@ def main() -> int:
                         help="run only workloads whose name starts with this (e.g. w4); "
                              "repeatable")
     args = parser.parse_args()
-    console = Console() if sys.stdout.isatty() else Console(width=132)
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     from flowkit.embedded import free_port, start_server
 
     with tempfile.TemporaryDirectory(prefix="flowkit-bench-", ignore_cleanup_errors=True) as tmp:
@@ -459,7 +467,7 @@ def main() -> int:
             client = redis.Redis.from_url(info.url())
             machine = machine_info(client, info.binary)
             console.print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
-            for cls in (FlowkitSystem, RqSystem):
+            for cls in (FlowkitSystem, RqSystem, LoopSystem):
                 client.flushdb()
                 system = cls(info.url(), env, home, client)
                 measured[system.name], errs = run_system(system, console, args.only)
