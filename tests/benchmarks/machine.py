@@ -39,10 +39,12 @@ def redis_round_trip_ms(client: redis.Redis, count: int = 500) -> float:
 
 
 def counters(client: redis.Redis) -> dict[str, int]:
-    """Server-wide totals: commands, read events, calls per command."""
+    """Server-wide totals: commands, read events, server CPU, calls per command."""
     stats = client.info("stats")
+    cpu = client.info("cpu")  # the server's own CPU (user + system), in microseconds
     out = {"commands": int(stats["total_commands_processed"]),
-           "reads": int(stats["total_reads_processed"])}
+           "reads": int(stats["total_reads_processed"]),
+           "cpu_us": int((float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1e6)}
     for name, row in client.info("commandstats").items():
         out[name.removeprefix("cmdstat_")] = int(row["calls"])
     return out

@@ -186,12 +186,14 @@ def w1_throughput(system: System) -> dict[str, Any]:
     n = W1_TASKS * W1_RUNS
     scripts = sum(cost.get(c, 0) for c in ("eval", "evalsha", "eval_ro", "evalsha_ro", "fcall"))
     per_task = {"commands": (cost["commands"] - 2 * polls) / n,
+                "server_cpu_ms": cost["cpu_us"] / 1000 / n,
                 "read_events": (cost["reads"] - polls) / n, "lua_script_calls": scripts / n}
-    top = sorted(((k, v) for k, v in cost.items() if k not in ("commands", "reads") and v > 0),
+    top = sorted(((k, v) for k, v in cost.items()
+                  if k not in ("commands", "reads", "cpu_us") and v > 0),
                  key=lambda kv: -kv[1])[:12]
     return {"w1_median": statistics.median(rates), "w1_best": max(rates),
             "w1_cmds": per_task["commands"], "w1_reads": per_task["read_events"],
-            "w1_lua": per_task["lua_script_calls"],
+            "w1_lua": per_task["lua_script_calls"], "w1_cpu": per_task["server_cpu_ms"],
             "redis_cost": {"tasks": n, "per_task": per_task, "benchmark_polls_excluded": polls,
                            "calls_per_task_by_command": {k: round(v / n, 3) for k, v in top},
                            "runs_tasks_per_s": [round(r, 1) for r in rates]}}
@@ -377,6 +379,7 @@ METRICS = [
     Metric("w1_cmds", "W1 Redis commands/task (incl. in Lua)", "cmds", False),
     Metric("w1_reads", "W1 Redis read events/task (round trips)", "reads", False),
     Metric("w1_lua", "W1 Lua script calls/task", "calls", False),
+    Metric("w1_cpu", "W1 Redis server CPU/task (INFO cpu)", "ms", False),
 ]
 
 
