@@ -31,7 +31,7 @@ from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionErro
 from flowkit.futures import TaskFuture
 from flowkit.settings import Settings, get_settings
 from flowkit.states import RunState
-from flowkit.store import keys, probes, server, task_runs, workers
+from flowkit.store import functions, keys, probes, server, task_runs, workers
 from flowkit.store.connection import call, connect, redact
 from flowkit.store.limits import Limits
 
@@ -42,8 +42,6 @@ if TYPE_CHECKING:
 WORKER_CHECK_SECONDS = 2.0
 #: The error type of task runs that did not run because an upstream failed.
 UPSTREAM_FAILED = "flowkit.errors.UpstreamFailed"
-#: The error type of held task runs cancelled because their driver exited.
-CANCELLED_AT_EXIT = "flowkit.errors.CancelledRun"
 #: The error types of futures failed by the driver itself (Redis lost them, or stayed away).
 RUN_LOST, CUT_OFF = "flowkit.errors.RunLost", "flowkit.errors.StoreConnectionError"
 
@@ -427,7 +425,8 @@ class Driver:
             task_runs.fail_unstarted(
                 self.client, self.limits,
                 [(i, "cancelled: its driver exited before the upstream tasks it waited on "
-                     "finished") for i in held], RunState.CANCELLED, CANCELLED_AT_EXIT)
+                     "finished") for i in held], RunState.CANCELLED,
+                functions.ERROR_TYPES["cancelled"])
         except Exception:  # Redis away at exit: DriverWatch ends them once the driver is lost
             pass
 

@@ -258,20 +258,16 @@ def as_completed(futures: Iterable[TaskFuture[Any]],
 def _next_finished(futures: list[TaskFuture[Any]], finished: list[TaskFuture[Any]],
                    yielded: int, ready: threading.Condition, deadline: float | None,
                    timeout: float | None) -> list[TaskFuture[Any]]:
-    """Wait until a future beyond the ``yielded`` first has finished; return those."""
-    with ready:
+    """Wait until a future beyond the ``yielded`` first has finished; return those. While it
+    waits, the listener checks on workers and lost state; here only the clock is read (a
+    partition past the driver's tolerance fails the futures)."""
+    driver = futures[0]._driver  # (as_completed only waits while some future is unyielded)
+    with ready, driver.waiting():
         while len(finished) <= yielded:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise TaskTimeout(f"{len(futures) - yielded} of {len(futures)} futures "
                                   f"unfinished after {timeout} s")
-            if futures:
-                # The listener checks on workers and lost state while someone waits; here only
-                # the clock is read (a partition past the driver's tolerance fails them).
-                driver = futures[0]._driver
-                with driver.waiting():
-                    ready.wait(0.5 if remaining is None else min(remaining, 0.5))
-                driver.judge_silence()
-            else:
-                ready.wait(0.5 if remaining is None else min(remaining, 0.5))
+            ready.wait(0.5 if remaining is None else min(remaining, 0.5))
+            driver.judge_silence()
         return finished[yielded:]
