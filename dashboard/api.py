@@ -21,7 +21,7 @@ from flowkit._ids import is_run_id, shown
 from flowkit.dashboard import queries
 from flowkit.dashboard import schemas as s
 from flowkit.store import flow_runs, keys, task_runs
-from flowkit.store.events import parse_state_event
+from flowkit.store.events import parse_state_events
 
 #: Seconds an idle event stream waits before sending a keep-alive comment.
 KEEPALIVE_SECONDS = 15
@@ -153,24 +153,26 @@ async def _event_stream(request: Request, query: s.EventsQuery) -> AsyncIterator
             name = stream.decode()
             streams[name] = entries[-1][0].decode()
             for entry_id, fields in entries:
-                message = _message(name, entry_id.decode(), fields, run_id, render_log)
-                if message is not None:
+                for message in _messages(name, entry_id.decode(), fields, run_id, render_log):
                     yield message
 
 
-def _message(stream: str, entry_id: str, raw: dict[bytes, bytes], run_id: str | None,
-             render_log: Any) -> str | None:
-    """One server-sent event for a stream entry (None: not for this client)."""
+def _messages(stream: str, entry_id: str, raw: dict[bytes, bytes], run_id: str | None,
+              render_log: Any) -> list[str]:
+    """The server-sent events for a stream entry (one per run an event entry names; none
+    that are not for this client)."""
     fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
     if stream != keys.EVENTS:
         line = queries.log_line(entry_id, fields)
         data: dict[str, Any] = {**line.model_dump(mode="json"), "html": render_log(line)}
-        return f"event: log\ndata: {json.dumps(data)}\n\n"
-    event = parse_state_event(fields)
-    if event is None or (run_id and run_id not in (event.id, event.flow_run_id)):
-        return None
-    data = {"id": event.id, "state": event.state, "flow_run_id": event.flow_run_id}
-    return f"event: {event.kind}\ndata: {json.dumps(data)}\n\n"
+        return [f"event: log\ndata: {json.dumps(data)}\n\n"]
+    out = []
+    for event in parse_state_events(fields):
+        if run_id and run_id not in (event.id, event.flow_run_id):
+            continue
+        data = {"id": event.id, "state": event.state, "flow_run_id": event.flow_run_id}
+        out.append(f"event: {event.kind}\ndata: {json.dumps(data)}\n\n")
+    return out
 
 
 async def _last_id(client: Any, stream: str) -> str:

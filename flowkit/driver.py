@@ -322,11 +322,21 @@ class Driver:
             self.echo({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
         elif kind == b"done":
             self.echo_summaries()
-            error = {k.decode(): (v if k == b"exception" else v.decode("utf-8", "replace"))
-                     for k, v in fields.items()
-                     if k in (b"error_type", b"error_message", b"traceback", b"exception")}
-            self._complete(fields[b"id"].decode(), RunState(fields[b"state"].decode()),
-                           fields.get(b"result"), error)
+            for i in range(1, int(fields[b"n"]) + 1):
+                self._complete_from(fields, b":%d" % i)
+
+    def _complete_from(self, fields: dict[bytes, bytes], suffix: bytes) -> None:
+        """Resolve the future of one outcome of a 'done' message (its fields carry the
+        outcome's number, ``id:1``, ``state:1``..., see base.lua's reply_done)."""
+        error: dict[str, Any] = {}
+        for name in (b"error_type", b"error_message", b"traceback", b"exception"):
+            value = fields.get(name + suffix)
+            if value is not None:
+                error[name.decode()] = value if name == b"exception" else value.decode(
+                    "utf-8", "replace")
+        self._complete(fields[b"id" + suffix].decode(),
+                       RunState(fields[b"state" + suffix].decode()),
+                       fields.get(b"result" + suffix), error)
 
     def _complete(self, task_run_id: str, state: RunState, payload: bytes | None,
                   error: dict[str, Any]) -> None:

@@ -16,9 +16,9 @@ import time
 from typing import Any
 
 from flowkit.states import ALL_STATES
-from flowkit.store import keys
+from flowkit.store import keys, task_records
 from flowkit.store.clock import server_time
-from flowkit.store.events import parse_state_event
+from flowkit.store.events import parse_state_events
 
 NOW = time.time()
 QUEUE = "q"
@@ -39,7 +39,8 @@ def seed_task_run(client: Any, task_run_id: str, flow_run_id: str = "f1", state:
                   *, attempt: int = 0, queued: bool = False, worker: str = "w1",
                   executor: str = "w1.0", lease: float | None = None, **fields: Any) -> None:
     """A task run in ``state`` with its RQ job, counted on its flow run; a running one is on
-    its executor's processing list with a lease and a 'running' history entry."""
+    its executor's processing list with a lease and a 'running' history entry (kept in the
+    record, as the library keeps it)."""
     row = {"id": task_run_id, "flow_run_id": flow_run_id, "task_name": "t", "queue": QUEUE,
            "state": state, "attempt": attempt, "created": NOW, "updated": NOW,
            "reply_to": REPLY, "retries": 0, **fields}
@@ -47,14 +48,13 @@ def seed_task_run(client: Any, task_run_id: str, flow_run_id: str = "f1", state:
         row.update(worker=worker, executor=executor, started=NOW - 1)
         client.rpush(keys.processing(executor), task_run_id)
         client.zadd(keys.LEASES, {task_run_id: NOW + 30 if lease is None else lease})
-        client.rpush(keys.task_run_history(task_run_id), json.dumps(
-            {"state": "running", "ts": NOW - 1, "attempt": attempt, "worker": worker}))
+        row.update(h1=json.dumps(["running", NOW - 1, attempt, worker]), hn=1)
         client.hincrby(keys.queue_stats(QUEUE), "running", 1)
     client.hset(keys.task_run(task_run_id), mapping=row)
     client.hset(keys.rq_job(task_run_id), mapping={"status": "queued",
                                                    "flowkit_envelope": b"head",
                                                    "flowkit_body": b"body"})
-    client.zadd(keys.flow_run_tasks(flow_run_id), {task_run_id: NOW})
+    client.rpush(keys.flow_run_tasks(flow_run_id), task_run_id)
     client.hincrby(keys.flow_run(flow_run_id), f"n_{state}", 1)
     client.hincrby(keys.flow_run(flow_run_id), "n_total", 1)
     if queued:
@@ -66,9 +66,12 @@ def _stream(client: Any, key: str) -> list[tuple[str, str, str]]:
     for _, raw in client.xrange(key):
         fields = {k.decode(): v.decode("utf-8", "replace") for k, v in raw.items()}
         if key == keys.EVENTS:
-            event = parse_state_event(fields)
-            assert event is not None, f"an event this version cannot read: {fields}"
-            out.append((event.kind, event.id, event.state))
+            events = parse_state_events(fields)
+            assert events, f"an event this version cannot read: {fields}"
+            out += [(event.kind, event.id, event.state) for event in events]
+        elif fields.get("kind") == "done":  # one entry for the outcomes of one call
+            out += [("done", fields[f"id:{i}"], fields[f"state:{i}"])
+                    for i in range(1, int(fields["n"]) + 1)]
         else:
             out.append((fields.get("kind", ""), fields.get("id", ""), fields.get("state", "")))
     return out
@@ -85,8 +88,8 @@ def observe(client: Any, tasks: list[str], flows: list[str],
         status = client.hget(keys.rq_job(t), "status")
         seen[f"job:{t}.status"] = status.decode() if status else None
         seen[f"job:{t}.ttl"] = client.pttl(keys.rq_job(t)) > 0
-        seen[f"history:{t}"] = [json.loads(h)["state"]
-                                for h in client.lrange(keys.task_run_history(t), 0, -1)]
+        record = {k.decode(): v.decode() for k, v in client.hgetall(keys.task_run(t)).items()}
+        seen[f"history:{t}"] = [h["state"] for h in task_records.history(record)]
         seen[f"result:{t}"] = client.exists(keys.result(t)) == 1
     for f in flows:
         for k, v in client.hgetall(keys.flow_run(f)).items():

@@ -117,7 +117,7 @@ def test_prune_dry_run_counts_and_deletes_nothing(worker, client) -> None:
     assert json.loads(result.stdout) == {"flow_runs": 1, "task_runs": 3,
                                          "older_than_days": 1e-07, "dry_run": True}
     assert flow_runs.get_flow_run(client, run_id) is not None
-    assert client.zcard(keys.flow_run_tasks(run_id)) == 3
+    assert client.llen(keys.flow_run_tasks(run_id)) == 3
     result = invoke(*PRUNE, "--dry-run")
     assert "would delete 1 flow runs and 3 task runs" in result.stdout
     result = invoke(*PRUNE, "--yes", "--json")

@@ -30,12 +30,13 @@ def three() -> int:
 
 @pytest.fixture
 def made(worker, client) -> tuple[str, str]:  # type: ignore[no-untyped-def]
-    """A finished flow run (its ``:tasks`` set and its task runs' ``:history`` lists exist)."""
+    """A finished flow run (its ``:tasks`` index exists; a task run keeps its history inside
+    its record, so ``<id>:history`` names nothing, and must still be refused as an id)."""
     assert three() == 5
     run = flow_runs.list_flow_runs(client, limit=1)[0]
     task_run = task_runs.get_task_runs(client, run["id"])[0]
-    assert client.type(f"flowkit:flowrun:{run['id']}:tasks") == b"zset"
-    assert client.type(f"flowkit:taskrun:{task_run['id']}:history") == b"list"
+    assert client.type(f"flowkit:flowrun:{run['id']}:tasks") == b"list"
+    assert client.type(f"flowkit:taskrun:{task_run['id']}:history") == b"none"
     return run["id"], task_run["id"]
 
 

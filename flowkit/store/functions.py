@@ -107,9 +107,19 @@ class Library:
         self.digest = hashlib.sha256(body.encode()).hexdigest()[:12]
         self.name = f"flowkit_{self.digest}"
         self.prefix = f"fk_{self.digest}_"
+        # Every entry point starts with nothing gathered and ends by writing what it
+        # gathered for all the runs it moved (base.lua: begin_writes, flush_writes).
         self.source = (f"#!lua name={self.name}\n"
-                       f"local function register(name, fn) "
-                       f"redis.register_function({_lua(self.prefix)} .. name, fn) end\n{body}")
+                       "local begin_writes, flush_writes\n"
+                       "local function register(name, fn)\n"
+                       f"  redis.register_function({_lua(self.prefix)} .. name, "
+                       "function(keys, args)\n"
+                       "    begin_writes()\n"
+                       "    local out = fn(keys, args)\n"
+                       "    flush_writes()\n"
+                       "    return out\n"
+                       "  end)\n"
+                       f"end\n{body}")
 
 
 @lru_cache(maxsize=1)

@@ -101,13 +101,9 @@ def rq_job(task_run_id: str) -> str:
 
 
 def task_run(task_run_id: str) -> str:
-    """Hash with one task run's fields (state, attempt, worker, error...)."""
+    """Hash with one task run's fields (state, attempt, worker, error...) and its history
+    (fields h1..h<hn>, see task_runs.get_history)."""
     return TASK_RUN_PREFIX + task_run_id
-
-
-def task_run_history(task_run_id: str) -> str:
-    """List of JSON state transitions of a task run, oldest first."""
-    return f"{TASK_RUN_PREFIX}{task_run_id}:history"
 
 
 def result(task_run_id: str) -> str:
@@ -187,7 +183,7 @@ def cache_index(task_name: str) -> str:
 
 #: Key builders the Lua library gets, by name (``K.<name>(id)`` there).
 LUA_BUILDERS: tuple[Callable[[str], str], ...] = (
-    queue, bell, queue_stats, rq_job, task_run, task_run_history, result, flow_run,
+    queue, bell, queue_stats, rq_job, task_run, result, flow_run,
     flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, cache,
     cache_lock, cache_waiters, cache_index, queue_workers, driver, reply,
 )

@@ -26,7 +26,7 @@ CACHE_LOCK_MS = 24 * 3600 * 1000
 #: call (about 3 us each) when a cancelled run left thousands on the queue.
 CLAIM_SKIP_MAX = 1000
 #: Version of the state event schema (``flowkit/store/events.py``).
-EVENT_VERSION = "1"
+EVENT_VERSION = "2"
 
 #: The bounds the Lua library gets (``C.<NAME>`` there).
 LUA_CONSTANTS: dict[str, int | str] = {

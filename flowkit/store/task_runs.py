@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowkit._ids import is_run_id
 from flowkit.states import RunState
-from flowkit.store import functions, keys
+from flowkit.store import functions, keys, task_records
 from flowkit.store._codec import decode
 from flowkit.store.connection import call
 
@@ -220,7 +220,7 @@ def _cancel_targets(client: redis.Redis, flow_run_id: str,
         return
     offset, page = 0, 10_000
     while True:
-        ids = call(client, client.zrange, keys.flow_run_tasks(flow_run_id), offset,
+        ids = call(client, client.lrange, keys.flow_run_tasks(flow_run_id), offset,
                    offset + page - 1)
         yield from (i.decode() for i in ids)
         if len(ids) < page:
@@ -263,12 +263,13 @@ def get_task_runs(client: redis.Redis, flow_run_id: str, *, offset: int = 0,
     """A page of a flow run's task runs in submission order."""
     if not is_run_id(flow_run_id):
         return []
-    ids = call(client, client.zrange, keys.flow_run_tasks(flow_run_id), offset,
+    ids = call(client, client.lrange, keys.flow_run_tasks(flow_run_id), offset,
                offset + limit - 1)
     pipe = client.pipeline(transaction=False)
     for task_run_id in ids:
         pipe.hgetall(keys.task_run(task_run_id.decode()))
-    return [decode(raw) for raw in call(client, pipe.execute) if raw]
+    return [task_records.fields(task_run_id.decode(), decode(raw))
+            for task_run_id, raw in zip(ids, call(client, pipe.execute), strict=True) if raw]
 
 
 def get_task_run(client: redis.Redis, task_run_id: str) -> dict[str, str] | None:
@@ -276,7 +277,7 @@ def get_task_run(client: redis.Redis, task_run_id: str) -> dict[str, str] | None
     if not is_run_id(task_run_id):
         return None
     raw = call(client, client.hgetall, keys.task_run(task_run_id))
-    return decode(raw) if raw else None
+    return task_records.fields(task_run_id, decode(raw)) if raw else None
 
 
 def get_task_state(client: redis.Redis, task_run_id: str) -> RunState | None:
@@ -291,5 +292,5 @@ def get_history(client: redis.Redis, task_run_id: str) -> list[dict[str, Any]]:
     """A task run's state transitions, oldest first."""
     if not is_run_id(task_run_id):
         return []
-    raw = call(client, client.lrange, keys.task_run_history(task_run_id), 0, -1)
-    return [json.loads(item) for item in raw]
+    raw = call(client, client.hgetall, keys.task_run(task_run_id))
+    return task_records.history(decode(raw)) if raw else []

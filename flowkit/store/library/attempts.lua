@@ -1,64 +1,65 @@
 -- attempts.lua: what executors do with the runs they take: claim, finish, give back.
 
 -- A batched claim starts later than it was claimed: record the real start time, in the
--- run's fields and in the 'running' history entry the claim wrote (the last one).
-local function correct_start(t, started)
+-- run's fields and in the 'running' history entry the claim wrote (the last one, rebuilt from
+-- what the record holds: no read). Adds to `fields`, the HSET the finish makes.
+local function correct_start(t, started, fields)
   t.started = started
-  redis.call('HSET', t.key, 'started', started)
-  local hist = K.task_run_history(t.id)
-  local last = redis.call('LINDEX', hist, -1)
-  if last then
-    local entry = cjson.decode(last)
-    if entry.state == 'running' and entry.attempt == tonumber(t.attempt) then
-      entry.ts = tonumber(started)
-      redis.call('LSET', hist, -1, cjson.encode(entry))
-    end
+  table.insert(fields, 'started'); table.insert(fields, started)
+  local n = tonumber(t.hn)
+  if n then
+    table.insert(fields, h_field(n))
+    table.insert(fields, history_entry({state = 'running', ts = started, attempt = t.attempt,
+                                        worker = t.worker}))
   end
 end
 
 -- claim(a): claim up to a[4] task runs for an executor and mark them running.
 -- a[1] = worker id   a[2] = executor id   a[3] = lease seconds   a[4] = how many at most
--- a[5] = bodies larger than this many bytes are left out (the caller fetches them)
+-- a[5] = reserved (bodies too large for the claim reply are marked 'big' when enqueued, and
+--        the caller fetches them)
 -- a[6] = id already taken by a blocking pop onto the processing list ('' for none)
 -- a[7] = '1' when that id still has to be pushed onto the processing list (a stock RQ
 --        worker popped it)
 -- a[8..] = queue names in priority order
 -- Returns a list of {id, envelope head, envelope body (false: too large), attempt,
 -- flow_run_id, reply_to}. Ids that are neither pending nor retrying (cancelled, finished)
--- are dropped from the processing list and skipped, at most C.CLAIM_SKIP_MAX of them per
--- call (a cancelled run may have left thousands queued): past that the call ends with what
--- it has and rings the queue's bell, so that the next claim carries on.
+-- are dropped and skipped, at most C.CLAIM_SKIP_MAX of them per call (a cancelled run may
+-- have left thousands queued): past that the call ends with what it has and rings the
+-- queue's bell, so that the next claim carries on. Ids are popped from a queue several at a
+-- time and pushed onto the processing list together.
 register('claim', function(_, args)
   local ctx, a = context(args)
   local worker, executor, lease, limit = a[1], a[2], tonumber(a[3]), tonumber(a[4])
   local processing = K.processing(executor)
-  local claims, skipped = {}, 0
+  local claims, skipped, taken = {}, 0, {}
 
   local function take(id)
-    local t = load_task(id)
+    local t = load_task(id, CLAIM_FIELDS)
     if t.state ~= 'pending' and t.state ~= 'retrying' then
-      redis.call('LREM', processing, 0, id)
       skipped = skipped + 1
-      return
+      return false
     end
     local attempt = start_attempt(ctx, t, worker, executor, lease)
-    if not attempt then return end
+    if not attempt then return false end
     local job = K.rq_job(id)
     local head, body
     -- A large body is left for the executor to fetch with HGET: through Lua it would be
     -- copied twice more inside the server.
-    if redis.call('HSTRLEN', job, 'flowkit_body') > tonumber(a[5]) then
+    if t.big then
       head, body = redis.call('HGET', job, 'flowkit_envelope'), false
     else
       local envelope = redis.call('HMGET', job, 'flowkit_envelope', 'flowkit_body')
       head, body = envelope[1], envelope[2] or ''
     end
-    table.insert(claims, {id, head or '', body, attempt, t.flow_run_id, t.reply_to or ''})
+    table.insert(claims, {id, head or '', body, attempt, t.flow_run_id,
+                          reply_stream(t) or ''})
+    return true
   end
 
   if a[6] ~= '' then
     if a[7] == '1' then redis.call('RPUSH', processing, a[6]) end
-    take(a[6])
+    if not take(a[6]) then redis.call('LREM', processing, 0, a[6]) end
   end
   local qi = 8
   while #claims < limit and qi <= #a do
@@ -66,24 +67,39 @@ register('claim', function(_, args)
       ring(a[qi], 1)  -- ended ids still ahead: wake an executor to carry on
       break
     end
-    local id = redis.call('LMOVE', K.queue(a[qi]), processing, 'LEFT', 'RIGHT')
-    if id then
-      take(id)
-    else
+    local want = limit - #claims
+    local ids = redis.call('LPOP', K.queue(a[qi]), want)
+    if ids then
+      for _, id in ipairs(ids) do
+        if take(id) then table.insert(taken, id) end
+      end
+    end
+    if not ids or #ids < want then
       redis.call('DEL', K.bell(a[qi]))  -- the queue is empty: its tokens would wake for nothing
       qi = qi + 1
     end
   end
+  if #taken > 0 then call_sliced('RPUSH', processing, taken, 500) end
   return claims
 end)
 
 -- Whether this worker already recorded this outcome of this attempt (the executor repeats a
 -- finish whose reply it lost): then a refusal is no news.
 local function recorded_before(t, attempt, state, worker)
-  for _, raw in ipairs(redis.call('LRANGE', K.task_run_history(t.id), 0, -1)) do
-    local h = cjson.decode(raw)
-    if tostring(h.attempt) == attempt and h.state == state and h.worker == worker then
-      return true
+  local n = tonumber(t.hn) or 0
+  if n == 0 then return false end
+  local names = {}
+  for i = 1, n do names[i] = h_field(i) end
+  local entries = redis.call('HMGET', t.key, unpack(names))
+  local holder = nil  -- the worker of the attempt's 'running' entry
+  for _, raw in ipairs(entries) do
+    if raw then
+      local h = cjson.decode(raw)
+      if tostring(h[3]) == attempt then
+        if h[1] == 'running' then holder = h[4] end
+        local by = (h[4] ~= nil and h[4] ~= '') and h[4] or holder
+        if h[1] == state and by == worker then return true end
+      end
     end
   end
   return false
@@ -119,17 +135,19 @@ end
 register('finish', function(_, args)
   local ctx, a = context(args)
   local processing, worker = K.processing(a[1]), a[2]
-  local recorded, out = 0, {0}
+  local recorded, out, seen = 0, {0}, {}
   for i = 3, #a, 10 do
     local id, attempt, state, started = a[i], a[i + 1], a[i + 2], a[i + 9]
-    redis.call('LREM', processing, 0, id)
-    local t = load_task(id)
+    table.insert(seen, id)
+    local t = load_task(id, FINISH_FIELDS)
     if t.state == 'running' and t.attempt == attempt then
+      local fields = {}
       if started ~= '' and t.started then
-        correct_start(t, string.format('%.6f', tonumber(t.started) + tonumber(started)))
+        correct_start(t, string.format('%.6f', tonumber(t.started) + tonumber(started)), fields)
       end
       local err = a[i + 4] ~= '' and a[i + 4] or nil
       if a[i + 8] ~= '' then
+        if #fields > 0 then redis.call('HSET', t.key, unpack(fields)) end
         schedule_attempt(ctx, t, tonumber(a[i + 8]), {
           outcome = state, error_type = err, message = a[i + 5], traceback = a[i + 6],
           worker = worker})
@@ -137,12 +155,24 @@ register('finish', function(_, args)
         end_task_run(ctx, t, state, {
           result = a[i + 3] ~= '' and a[i + 3] or nil, error_type = err,
           message = err and a[i + 5], traceback = a[i + 6], exception = a[i + 7],
-          worker = worker, count_worker = true})
+          worker = worker, count_worker = true, fields = fields})
       end
       recorded = recorded + 1
     elseif t.state and not recorded_before(t, attempt, state, worker) then
       table.insert(out, log_refusal(ctx, t, attempt, worker))
     end
+  end
+  -- Off the processing list: usually its head, in the order claimed (one LRANGE and one
+  -- LTRIM for the whole batch); otherwise one LREM per id.
+  local head = redis.call('LRANGE', processing, 0, #seen - 1)
+  local in_order = #head == #seen
+  for j = 1, #seen do
+    if head[j] ~= seen[j] then in_order = false; break end
+  end
+  if in_order then
+    redis.call('LTRIM', processing, #seen, -1)
+  else
+    for _, id in ipairs(seen) do redis.call('LREM', processing, 0, id) end
   end
   out[1] = recorded
   return out

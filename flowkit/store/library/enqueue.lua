@@ -12,31 +12,43 @@
 -- flow run exists: a flow's, or an earlier chunk's; saves a submit outside flows a round trip)
 -- a[13] = '1' to close that run after this chunk (a call sent in one chunk: the run ends by
 -- itself when its task runs end)
--- then 8 values per task run: id, envelope head, envelope body ('' when the caller wrote it
+-- then 8 values per task run (a body of '' marks the record 'big': claims leave it out): id, envelope head, envelope body ('' when the caller wrote it
 -- with HSET), parameters JSON, held ('1'/'0': waits for upstream futures), upstream ids
 -- (comma-separated), cache key ('' = none), cache key parts JSON.
 -- Returns how many were answered from the cache.
 register('enqueue', function(_, args)
   local ctx, a = context(args)
   local flow_run_id, task_name, queue = a[1], a[2], a[3]
-  local pending, hits, rung = 0, 0, 0
+  local fr = K.flow_run(flow_run_id)
+  local pending, hits, queued_ids, index = 0, 0, {}, {}
   if a[12] ~= '' then
     create_flow_run(ctx, {id = flow_run_id, name = a[12], kind = 'adhoc', state = 'running',
                           reply_to = a[4]})
-  elseif redis.call('HEXISTS', K.flow_run(flow_run_id), 'state') == 0 then
+  elseif redis.call('HEXISTS', fr, 'state') == 0 then
     -- Its flow run is gone (the server lost state): counters alone would make a ghost run.
     return redis.error_reply('flowkit: flow run ' .. flow_run_id .. ' no longer exists in ' ..
       'Redis (the server restarted empty or was flushed); nothing was queued: run the flow ' ..
       'again')
   end
+  -- A task run records only what differs from the usual: its reply stream when it is not
+  -- its flow run's, tags, retries and upstream ids when there are any (a lean record is most
+  -- of what a finished run costs in memory).
+  local shared = {'flow_run_id', flow_run_id, 'task_name', task_name, 'queue', queue,
+                  'state', 'pending', 'created', ctx.ts}
+  if (redis.call('HGET', fr, 'reply_to') or '') ~= a[4] then
+    table.insert(shared, 'reply_to'); table.insert(shared, a[4])
+  end
+  if a[5] ~= '[]' then table.insert(shared, 'tags'); table.insert(shared, a[5]) end
+  if a[6] ~= '0' then table.insert(shared, 'retries'); table.insert(shared, a[6]) end
   for i = 14, #a, 8 do
     local id, held, cache_key = a[i], a[i + 4], a[i + 6]
     local tr = K.task_run(id)
-    redis.call('HSET', tr, 'id', id, 'flow_run_id', flow_run_id, 'task_name', task_name,
-      'queue', queue, 'state', 'pending', 'attempt', 0, 'created', ctx.ts, 'updated', ctx.ts,
-      'reply_to', a[4], 'parameters', a[i + 3], 'tags', a[5], 'retries', a[6],
-      'upstream', a[i + 5])
-    redis.call('ZADD', K.flow_run_tasks(flow_run_id), ctx.now, id)
+    local fields = {'parameters', a[i + 3]}
+    for _, v in ipairs(shared) do table.insert(fields, v) end
+    if a[i + 5] ~= '' then table.insert(fields, 'upstream'); table.insert(fields, a[i + 5]) end
+    if a[i + 2] == '' then table.insert(fields, 'big'); table.insert(fields, '1') end
+    redis.call('HSET', tr, unpack(fields))
+    table.insert(index, id)
     local queued, value = held ~= '1', false
     if cache_key ~= '' then
       redis.call('HSET', tr, 'cache_key', cache_key, 'cache_parts', a[i + 7],
@@ -53,31 +65,31 @@ register('enqueue', function(_, args)
     end
     if value then
       -- Created CACHED: it never counts as pending.
-      local t = {id = id, key = tr, flow_run_id = flow_run_id, reply_to = a[4], queue = queue}
+      local t = {id = id, key = tr, flow_run_id = flow_run_id, queue = queue,
+                 reply_to = a[4]}
       answer_from_cache(ctx, t, value, 'answered from the cache (key ' .. cache_key .. ')')
       hits = hits + 1
     else
       local job = K.rq_job(id)
+      local body = {}
+      if a[i + 2] ~= '' then body = {'flowkit_body', a[i + 2]} end
       redis.call('HSET', job, 'created_at', a[9], 'enqueued_at', a[9],
         'data', a[7] .. id .. a[8], 'origin', queue, 'timeout', -1,
         'description', 'flowkit task ' .. task_name .. ' (' .. id .. ')',
-        'status', queued and 'queued' or 'deferred', 'flowkit_envelope', a[i + 1])
-      if a[i + 2] ~= '' then redis.call('HSET', job, 'flowkit_body', a[i + 2]) end
-      if queued then
-        redis.call('RPUSH', K.queue(queue), id)
-        rung = rung + 1
-      end
+        'status', queued and 'queued' or 'deferred', 'flowkit_envelope', a[i + 1], unpack(body))
+      if queued then table.insert(queued_ids, id) end
       pending = pending + 1
     end
   end
-  local fr = K.flow_run(flow_run_id)
-  redis.call('HINCRBY', fr, 'n_pending', pending)
-  redis.call('HINCRBY', fr, 'n_total', pending + hits)
+  if #index > 0 then call_sliced('RPUSH', K.flow_run_tasks(flow_run_id), index, 1000) end
+  if #queued_ids > 0 then call_sliced('RPUSH', K.queue(queue), queued_ids, 1000) end
+  count(fr, 'n_pending', pending)
+  count(fr, 'n_total', pending + hits)
   redis.call('SADD', K.RQ_QUEUES, K.queue(queue))
-  ring(queue, rung)
+  ring(queue, #queued_ids)
   if a[13] == '1' then
     redis.call('HSET', fr, 'auto_close', '1')
-    close_if_done(ctx, flow_run_id)
+    close_later(flow_run_id)
   end
   return hits
 end)

@@ -6,31 +6,54 @@
 -- A task run is handled as a snapshot t = load_task(id): its fields (TASK_FIELDS) plus
 -- t.id and t.key. Helpers update t.state as they go.
 
+-- The fields a transition reads. hn: history entries so far; big: the call body is stored
+-- apart (too large to pass through Lua); cancel_requested: flagged for cancellation.
+-- reply_to is kept on a task run only when it is not its flow run's (reply_stream).
 local TASK_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'started',
-                     'worker', 'executor', 'cache_key'}
+                     'worker', 'executor', 'cache_key', 'hn', 'big', 'cancel_requested'}
+-- What a claim and a finish read (each field read costs: these run once per task).
+local CLAIM_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'hn', 'big'}
+local FINISH_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'started',
+                       'worker', 'cache_key', 'hn', 'cancel_requested'}
 
-local function load_task(id)
-  local t = read(K.task_run(id), TASK_FIELDS)
-  t.id, t.key = id, K.task_run(id)
+local function load_task(id, names)
+  local key = K.task_run(id)
+  local t = read(key, names or TASK_FIELDS)
+  t.id, t.key = id, key
   return t
 end
 
--- The counters a move changes: the flow run's n_<state>, and the queue's running attempts.
+-- The driver stream a task run's outcome goes to: its own, else its flow run's (read once
+-- per flow run and call).
+local function reply_stream(t)
+  if t.reply_to then return t.reply_to end
+  local fr = t.flow_run_id
+  if not fr then return nil end
+  local stream = W.reply_of[fr]
+  if stream == nil then
+    stream = redis.call('HGET', K.flow_run(fr), 'reply_to') or false
+    W.reply_of[fr] = stream
+  end
+  return stream or nil
+end
+
+-- The counters a move changes: the flow run's n_<state>, and the queue's running attempts
+-- (written once per call, see count in base.lua).
 local function count_move(t, from, to)
-  local fr = K.flow_run(t.flow_run_id)
-  if from then redis.call('HINCRBY', fr, 'n_' .. from, -1) end
-  redis.call('HINCRBY', fr, 'n_' .. to, 1)
+  local fr = memo_key(K.flow_run, t.flow_run_id)
+  if from then count(fr, n_field(from), -1) end
+  count(fr, n_field(to), 1)
   if from == 'running' then
-    redis.call('HINCRBY', K.queue_stats(t.queue or ''), 'running', -1)
+    count(memo_key(K.queue_stats, t.queue or ''), 'running', -1)
   elseif to == 'running' then
-    redis.call('HINCRBY', K.queue_stats(t.queue or ''), 'running', 1)
+    count(memo_key(K.queue_stats, t.queue or ''), 'running', 1)
   end
 end
 
 -- An attempt that stops running holds no lease and is no longer being cancelled.
 local function drop_lease(t)
-  redis.call('ZREM', K.LEASES, t.id)
-  redis.call('SREM', K.CANCELLING, t.id)
+  set_lease(t.id, false)
+  if t.cancel_requested then redis.call('SREM', K.CANCELLING, t.id) end
 end
 
 -- Move a flow run to `to` (its state index and event follow); `reopen` is a user's retry,
@@ -93,7 +116,7 @@ end
 
 -- A flow run with no driver to end it (retried from the dashboard, or left by a driver that
 -- exited with work queued) has auto_close = 1: it ends when its last task run ends.
-local function close_if_done(ctx, flow_run_id)
+close_if_done = function(ctx, flow_run_id)
   local fr = K.flow_run(flow_run_id)
   if redis.call('HGET', fr, 'auto_close') ~= '1' then return end
   local c = read(fr, S.CLOSE_FIELDS)
@@ -109,14 +132,12 @@ local settle  -- cache.lua: stores results under cache keys, answers or hands ov
 -- message, traceback, exception (sealed pickle), attempt and worker for the history entry,
 -- started (a corrected start time), fields (more fields to set), count_worker (the finishing
 -- worker's counters), keep_job = false to delete even a failed run's RQ job (not retryable).
+-- One HSET of the record (state, end, history entry); the result, the RQ job and the reply
+-- take a command each; counters, the event and the lease go with the call's (flush_writes).
 local function end_task_run(ctx, t, to, o)
   if not allowed(t.state, to, 'task run ' .. t.id) then return false end
   local from = t.state
-  local fields = {'state', to, 'ended', ctx.ts, 'updated', ctx.ts}
-  local started = tonumber(o.started or t.started)
-  if started then
-    table.insert(fields, 'duration'); table.insert(fields, ctx.now - started)
-  end
+  local fields = {'state', to, 'ended', ctx.ts}
   if o.error_type then
     for _, kv in ipairs({{'error_type', o.error_type}, {'error_message', o.message or ''},
                          {'traceback', o.traceback or ''}}) do
@@ -128,20 +149,33 @@ local function end_task_run(ctx, t, to, o)
     table.insert(fields, 'result_size'); table.insert(fields, string.len(o.result))
   end
   for _, v in ipairs(o.fields or {}) do table.insert(fields, v) end
+  -- The worker is named in the history entry only when it is not the attempt's own.
+  local worker = o.worker
+  if worker and worker == t.worker and from == 'running' then worker = nil end
+  add_history(t, fields, {state = to, ts = ctx.ts, attempt = o.attempt or t.attempt or 0,
+                          worker = worker, error_type = o.error_type, message = o.message})
   redis.call('HSET', t.key, unpack(fields))
   if from == 'running' then drop_lease(t) end
   count_move(t, from, to)
-  append_history(t.id, {state = to, ts = ctx.now, attempt = o.attempt or tonumber(t.attempt) or 0,
-                        worker = o.worker, error_type = o.error_type, message = o.message})
   local failure = S.FAILURE[to]
   if from == 'running' then  -- finished attempts per minute, for the queues page
-    local stats, minute = K.queue_stats(t.queue or ''), math.floor(ctx.now / 60)
-    redis.call('HDEL', stats, 'done:' .. (minute - 60), 'failed:' .. (minute - 60))
+    local stats = memo_key(K.queue_stats, t.queue or '')
+    local minute = W.minute
+    if not minute then  -- the minute's counter names, built once per call
+      local m = math.floor(ctx.now / 60)
+      minute = {done = 'done:' .. m, failed = 'failed:' .. m,
+                stale = {'done:' .. (m - 60), 'failed:' .. (m - 60)}, cleared = {}}
+      W.minute = minute
+    end
+    if not minute.cleared[stats] then  -- one stale minute dropped per queue and call
+      minute.cleared[stats] = true
+      redis.call('HDEL', stats, minute.stale[1], minute.stale[2])
+    end
     if S.SUCCESS[to] or failure then
-      redis.call('HINCRBY', stats, (failure and 'failed:' or 'done:') .. minute, 1)
+      count(stats, failure and minute.failed or minute.done, 1)
     end
     if o.count_worker and t.worker then
-      redis.call('HINCRBY', K.worker(t.worker), failure and 'tasks_failed' or 'tasks_done', 1)
+      count(memo_key(K.worker, t.worker), failure and 'tasks_failed' or 'tasks_done', 1)
     end
   end
   if failure and o.keep_job ~= false then
@@ -151,7 +185,7 @@ local function end_task_run(ctx, t, to, o)
   else
     redis.call('DEL', K.rq_job(t.id))
   end
-  local msg = {'kind', 'done', 'id', t.id, 'state', to}
+  local msg = {'id', t.id, 'state', to}
   if o.result and string.len(o.result) <= ctx.inline then
     table.insert(msg, 'result'); table.insert(msg, o.result)
   end
@@ -161,11 +195,11 @@ local function end_task_run(ctx, t, to, o)
       table.insert(msg, kv[1]); table.insert(msg, kv[2])
     end
   end
-  reply(t.reply_to, msg)
+  reply_done(reply_stream(t), msg)
   emit(C.TASK_RUN_EVENT, to, t.id, t.flow_run_id)
   t.state = to
   if t.cache_key and t.cache_key ~= '' then settle(ctx, t, to, o.result) end
-  close_if_done(ctx, t.flow_run_id)
+  close_later(t.flow_run_id)
   return true
 end
 
@@ -177,14 +211,14 @@ end
 -- traceback, worker.
 local function schedule_attempt(ctx, t, delay, o)
   if not allowed(t.state, 'retrying', 'task run ' .. t.id) then return false end
-  redis.call('HSET', t.key, 'state', 'retrying', 'updated', ctx.ts,
-             'error_type', o.error_type or '', 'error_message', o.message or '',
-             'traceback', o.traceback or '')
+  local fields = {'state', 'retrying', 'error_type', o.error_type or '',
+                  'error_message', o.message or '', 'traceback', o.traceback or ''}
+  add_history(t, fields, {state = o.outcome, ts = ctx.ts, attempt = t.attempt,
+                          worker = o.worker, error_type = o.error_type, message = o.message,
+                          retry_in = delay})
+  redis.call('HSET', t.key, unpack(fields))
   drop_lease(t)
   count_move(t, t.state, 'retrying')
-  append_history(t.id, {state = o.outcome, ts = ctx.now, attempt = tonumber(t.attempt),
-                        worker = o.worker, error_type = o.error_type, message = o.message,
-                        retry_in = delay})
   if delay > 0 then
     redis.call('HSET', K.rq_job(t.id), 'status', 'scheduled')
     redis.call('ZADD', K.RETRIES_DUE, ctx.now + delay, t.id)
@@ -202,34 +236,40 @@ end
 -- entry says why it was given back.
 local function give_back(ctx, t, message)
   if not allowed(t.state, 'pending', 'task run ' .. t.id) then return false end
-  redis.call('HINCRBY', t.key, 'attempt', -1)
-  redis.call('HSET', t.key, 'state', 'pending', 'updated', ctx.ts)
-  redis.call('HDEL', t.key, 'started', 'worker', 'executor')
-  redis.call('RPOP', K.task_run_history(t.id))
+  local n = tonumber(t.hn) or 0
+  local fields = {'state', 'pending', 'attempt', tonumber(t.attempt) - 1}
+  redis.call('HDEL', t.key, 'started', 'worker', 'executor', h_field(n))
+  t.hn = math.max(n - 1, 0)
+  if message then
+    add_history(t, fields, {state = 'pending', ts = ctx.ts, attempt = tonumber(t.attempt) - 1,
+                            worker = t.worker, message = message})
+  else
+    table.insert(fields, 'hn'); table.insert(fields, t.hn)
+  end
+  redis.call('HSET', t.key, unpack(fields))
   drop_lease(t)
   count_move(t, 'running', 'pending')
-  if message then
-    append_history(t.id, {state = 'pending', ts = ctx.now, attempt = tonumber(t.attempt) - 1,
-                          worker = t.worker, message = message})
-  end
   queue_task(t.id, t.queue, true)
   emit(C.TASK_RUN_EVENT, 'pending', t.id, t.flow_run_id)
   t.state = 'pending'
   return true
 end
 
--- Mark a claimed task run running: attempt + 1, lease until now + lease_seconds.
+-- Mark a claimed task run running: attempt + 1, lease until now + lease_seconds. One HSET
+-- of the record (state, attempt, start, history entry); the lease, counters and the event go
+-- with the call's (flush_writes).
 local function start_attempt(ctx, t, worker, executor, lease_seconds)
   if not allowed(t.state, 'running', 'task run ' .. t.id) then return false end
-  local attempt = redis.call('HINCRBY', t.key, 'attempt', 1)
-  redis.call('HSET', t.key, 'state', 'running', 'started', ctx.ts, 'worker', worker,
-             'updated', ctx.ts, 'executor', executor)
-  redis.call('ZADD', K.LEASES, ctx.now + lease_seconds, t.id)
+  local attempt = (tonumber(t.attempt) or 0) + 1
+  local fields = {'state', 'running', 'attempt', attempt, 'started', ctx.ts, 'worker', worker,
+                  'executor', executor}
+  add_history(t, fields, {state = 'running', ts = ctx.ts, attempt = attempt, worker = worker})
+  redis.call('HSET', t.key, unpack(fields))
+  set_lease(t.id, ctx.now + lease_seconds)
   count_move(t, t.state, 'running')
-  append_history(t.id, {state = 'running', ts = ctx.now, attempt = attempt, worker = worker})
-  redis.call('HSET', K.rq_job(t.id), 'status', 'started', 'worker_name', worker)
   emit(C.TASK_RUN_EVENT, 'running', t.id, t.flow_run_id)
-  t.state, t.attempt, t.worker, t.started = 'running', attempt, worker, ctx.ts
+  t.state, t.attempt, t.worker, t.started = 'running', tostring(attempt), worker, ctx.ts
+  t.executor = executor
   return attempt
 end
 
@@ -245,10 +285,11 @@ end
 -- A user's retry of a failed task run: PENDING again and queued, its crash count reset.
 local function reopen_task(ctx, t, message)
   if not (S.TERMINAL[t.state] and S.REOPENED.pending) then return false end
-  redis.call('HSET', t.key, 'state', 'pending', 'updated', ctx.ts, 'crashes', 0)
-  redis.call('HDEL', t.key, 'ended', 'duration')
-  append_history(t.id, {state = 'pending', ts = ctx.now, attempt = tonumber(t.attempt),
-                        message = message})
+  local fields = {'state', 'pending', 'crashes', 0}
+  add_history(t, fields, {state = 'pending', ts = ctx.ts, attempt = t.attempt,
+                          message = message})
+  redis.call('HSET', t.key, unpack(fields))
+  redis.call('HDEL', t.key, 'ended')
   count_move(t, t.state, 'pending')
   queue_task(t.id, t.queue, false)
   emit(C.TASK_RUN_EVENT, 'pending', t.id, t.flow_run_id)
