@@ -56,6 +56,8 @@ def start_workers(system: str, url: str, env: dict[str, str], home: Path,
 def run_fleet(system: str, url: str, env: dict[str, str], home: Path,
               client: redis.Redis) -> dict[str, Any]:
     """Run the fleet for ``system`` (flowkit or loop) on a flushed server; metrics by key."""
+    # Its own connection: redis-py's default 5 s socket timeout would cut the blocking waits.
+    client = redis.Redis.from_url(url, socket_timeout=TIMEOUT + 10)
     workers = start_workers(system, url, env, home, client)
     drivers: list[subprocess.Popen[bytes]] = []
     try:
@@ -80,7 +82,10 @@ def run_fleet(system: str, url: str, env: dict[str, str], home: Path,
             if proc.wait(timeout=TIMEOUT) != 0:
                 raise AssertionError(f"fleet {system}: a driver failed (exit {proc.returncode};"
                                      f" logs in {home})")
-        return _figures(system, [json.loads(p.read_text()) for p in paths], before, after)
+        figures = _figures(system, [json.loads(p.read_text()) for p in paths], before, after)
+        if system == "flowkit":
+            figures["fleet"]["tasks_by_supervisor"] = _spread(client)
+        return figures
     finally:
         stop_procs(drivers)
         stop_procs(workers)
@@ -101,3 +106,16 @@ def _figures(system: str, reports: list[dict[str, Any]], before: dict[str, int],
             "fleet": {"tasks": tasks, "window_s": round(window, 3),
                       "drivers": reports, "workers": f"{SUPERVISORS}x{EXECUTORS}"
                       if system == "flowkit" else str(SUPERVISORS * EXECUTORS)}}
+
+
+def _spread(client: redis.Redis) -> list[int]:
+    """Tasks each flowkit supervisor ran (the registry's counters): all of them took work, and
+    together they ran every task the drivers mapped, or the fleet is not the one described."""
+    from flowkit.store.workers import list_workers
+
+    done = sorted((int(w.get("tasks_done") or 0) for w in list_workers(client)
+                   if QUEUE in w["queues"]), reverse=True)
+    if len(done) != SUPERVISORS or min(done) == 0 or sum(done) < FLEET_TASKS * FLEET_DRIVERS:
+        raise AssertionError(f"fleet flowkit: tasks by supervisor {done}, expected "
+                             f"{SUPERVISORS} supervisors sharing {FLEET_TASKS * FLEET_DRIVERS}")
+    return done

@@ -51,7 +51,8 @@ def mapper(system: str, url: str) -> Callable[[list[int]], Callable[[], list[Any
 def main(argv: list[str]) -> int:
     """Run one driver (arguments as in the module docstring)."""
     system, url, index, count, result_path = argv[0], argv[1], int(argv[2]), int(argv[3]), argv[4]
-    control = redis.Redis.from_url(url)
+    # redis-py's default 5 s socket timeout would cut the blocking waits for the signals.
+    control = redis.Redis.from_url(url, socket_timeout=TIMEOUT + 10)
     submit = mapper(system, url)
     if submit(list(range(20)))() != list(range(20)):
         raise AssertionError("warm-up: wrong results")

@@ -18,6 +18,7 @@ import latency_proxy
 import redis
 from hand_loop import LoopSystem
 from machine import redis_round_trip_ms
+from procs import describe
 from rich.console import Console
 from systems import FlowkitSystem, RqSystem, System
 from workloads import W1_RUNS, W1_TASKS, round_trips_ms, timed_map
@@ -70,7 +71,7 @@ def run_proxied(url: str, env: dict[str, str], home: Path, client: redis.Redis,
                 system.start()
                 measured[system.name] = measure(system)
             except Exception as exc:  # report it, measure the other systems
-                errors.append(f"{system.name} through the proxy: {exc!r}")
+                errors.append(f"{system.name} through the proxy: {describe(exc)}")
                 console.print(f"[red]{errors[-1]}[/]")
             finally:
                 system.stop()

@@ -32,7 +32,7 @@ from fleet import run_fleet  # noqa: E402
 from flowkit_only import w6_recovery, w7_cache_hit, w8_dashboard  # noqa: E402
 from hand_loop import LoopSystem  # noqa: E402
 from machine import machine_info  # noqa: E402
-from procs import wait_until  # noqa: E402
+from procs import describe, wait_until  # noqa: E402
 from proxied import run_proxied  # noqa: E402
 from report import build_rows, print_table  # noqa: E402
 from systems import SECRET, FlowkitSystem, RqSystem, System  # noqa: E402
@@ -64,11 +64,11 @@ def run_system(system: System, console: Console,
             except NotImplementedError:
                 continue
             except Exception as exc:  # report it, keep measuring the rest
-                errors.append(f"{system.name} {workload.__name__}: {exc!r}")
+                errors.append(f"{system.name} {workload.__name__}: {describe(exc)}")
                 console.print(f"[red]{errors[-1]}[/]")
             console.print(f"  {workload.__name__} done in {time.monotonic() - t0:.1f} s")
     except Exception as exc:  # workers did not start: the other system still runs
-        errors.append(f"{system.name} start: {exc!r} (logs in FLOWKIT_HOME)")
+        errors.append(f"{system.name} start: {describe(exc)} (logs in FLOWKIT_HOME)")
         console.print(f"[red]{errors[-1]}[/]")
     finally:
         system.stop()
@@ -87,7 +87,7 @@ def run_phases(url: str, env: dict[str, str], home: Path, client: redis.Redis,
         try:
             measured.setdefault(name, {}).update(run_fleet(name, url, env, home, client))
         except Exception as exc:  # report it, keep measuring the rest
-            errors.append(f"{name} fleet: {exc!r}")
+            errors.append(f"{name} fleet: {describe(exc)}")
             console.print(f"[red]{errors[-1]}[/]")
         console.print(f"  fleet done in {time.monotonic() - t0:.1f} s")
     if selected("proxy", only):
@@ -101,7 +101,7 @@ def run_phases(url: str, env: dict[str, str], home: Path, client: redis.Redis,
                 if mine.get("w1_median"):
                     mine["px_w1_kept"] = figures["px_w1"] / mine["w1_median"]
         except Exception as exc:  # e.g. the proxy did not prove its delay
-            errors.append(f"proxy: {exc!r}")
+            errors.append(f"proxy: {describe(exc)}")
             console.print(f"[red]{errors[-1]}[/]")
     return errors
 
