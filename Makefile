@@ -73,9 +73,12 @@ faketime:
 screenshots: $(DEV) browser
 	$(BIN)/python tests/screenshots.py docs
 
-## Benchmarks: flowkit against plain RQ, as a table and bench-results.json.
+## Benchmarks: flowkit against plain RQ and a hand-rolled loop, as a table and
+## bench-results.json, then the README's performance table regenerated from that file (only
+## when every figure was measured and checked).
 bench: $(DEV)
 	$(BIN)/python tests/benchmarks/run_bench.py --json bench-results.json
+	$(BIN)/python tests/benchmarks/readme_table.py bench-results.json README.md
 
 ## Re-pin deploy/constraints.txt to the newest releases the ranges in pyproject.toml allow
 ## (then run make test before committing it).

@@ -32,7 +32,9 @@ PUSH_CHUNK, POP_COUNT = 1000, 1000
 
 def serve(url: str, queue: str) -> None:
     """One worker: pop, run, push the result; forever (the benchmark kills it)."""
-    client = redis.Redis.from_url(url)
+    # No socket timeout: BRPOP blocks until work comes (redis-py's default 5 s would kill an
+    # idle worker).
+    client = redis.Redis.from_url(url, socket_timeout=None)
     client.sadd(f"{queue}:loop-workers", os.getpid())
     while True:
         _, raw = client.brpop([queue])
@@ -84,9 +86,9 @@ class LoopSystem:
     def round_trip(self, x: int) -> Any:
         reply_to = f"{self.queue}:reply:{uuid.uuid4().hex}"
         self.client.lpush(self.queue, pickle.dumps((reply_to, 0, "noop", x)))
-        popped = self.client.brpop([reply_to], timeout=10)
+        popped = self.client.brpop([reply_to], timeout=4)  # under the 5 s socket timeout
         if popped is None:
-            raise TimeoutError(f"loop round trip {x}: no result within 10 s")
+            raise TimeoutError(f"loop round trip {x}: no result within 4 s")
         return pickle.loads(popped[1])[1]
 
 

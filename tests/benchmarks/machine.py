@@ -18,13 +18,26 @@ def machine_info(client: redis.Redis, binary: str) -> dict[str, Any]:
 
     import flowkit
     server = client.info("server")
-    return {"nproc": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+    return {"nproc": os.cpu_count(), "cpu_model": cpu_model(),
+            "cpus_usable": len(os.sched_getaffinity(0)),
             "python": platform.python_version(), "platform": platform.platform(),
             "server_binary": binary, "server_version": server.get("valkey_version")
             or server.get("redis_version"), "flowkit": flowkit.__version__,
             "rq": rq.__version__, "redis_py": redis.__version__,
             "redis_round_trip_ms_p50": redis_round_trip_ms(client),
             "loadavg_start": [round(x, 2) for x in os.getloadavg()]}
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name (``platform.processor()`` is empty on Linux)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def redis_round_trip_ms(client: redis.Redis, count: int = 500) -> float:

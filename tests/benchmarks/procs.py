@@ -42,3 +42,8 @@ def stop_procs(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> N
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
+
+
+def describe(exc: BaseException) -> str:
+    """An error for the report: redis-py's repr ("network:TimeoutError") drops the message."""
+    return f"{type(exc).__name__}: {exc}"
