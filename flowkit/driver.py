@@ -114,12 +114,20 @@ class Driver:
                adhoc: task_runs.AdhocRecord | None = None) -> list[TaskFuture[Any]]:
         """Write and queue task runs; those with unfinished upstream futures wait here.
         ``adhoc``: the call's ad-hoc run, recorded by the same enqueue."""
+        for spec, ups in zip(specs, upstreams):
+            kept = next((u for u in ups if u.keep == "summary"), None)
+            if kept is not None:
+                raise ConfigurationError(
+                    f"task {spec.task_name!r} was given the future of a {kept.task_name!r} "
+                    f"run kept as a summary (keep='summary'): its result is not kept in "
+                    f"Redis for other tasks; pass future.result() instead")
         futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
         failed_upstream: list[tuple[str, TaskFuture[Any]]] = []
         with self._lock:
             for spec, future, ups in zip(specs, futures, upstreams):
                 future.cache_key = spec.cache_key
                 future.flow_run_id = spec.flow_run_id
+                future.keep = spec.keep
                 self._futures[spec.id] = future
                 pending = {u.task_run_id for u in ups if not u.done()}
                 bad = next((u for u in ups if u.done() and not u.state.is_success), None)

@@ -53,6 +53,8 @@ class TaskFuture(Generic[R]):
         self.cache_key = ""
         #: The flow run it belongs to (a flow's, or the ad-hoc run of its call or cell).
         self.flow_run_id = ""
+        #: What Redis keeps of the run once it succeeds ("full" or "summary").
+        self.keep = "full"
         self._interrupt_cancelled = False
 
     def __repr__(self) -> str:

@@ -7,7 +7,7 @@ import inspect
 import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -54,6 +54,10 @@ class TaskOptions(BaseModel):
     log_prints: bool | None = None
     tags: frozenset[str] = frozenset()
     queue: str | None = None
+    #: What Redis keeps of a task run that succeeds: "full" (its record and history, until
+    #: retention) or "summary" (its flow run's counters only; failures stay whole). flowkit's
+    #: own option, for huge maps: a summary future's result reaches the driver and no one else.
+    keep: Literal["full", "summary"] = "full"
 
     @field_validator("retry_delay_seconds")
     @classmethod
@@ -322,7 +326,8 @@ class Task(Generic[P, R]):
                 tags=sorted(self.options.tags), retries=self.options.retries,
                 upstream=[f.task_run_id for f in call.upstream],
                 cache_key=call.cache_key.key if call.cache_key else "",
-                cache_parts=json.dumps(call.cache_key.parts) if call.cache_key else ""))
+                cache_parts=json.dumps(call.cache_key.parts) if call.cache_key else "",
+                keep=self.options.keep))
             upstreams.append(call.upstream)
             prepared[index] = _SENT  # the call now lives in its spec only
             size += len(body)

@@ -15,9 +15,9 @@ class BatchPolicy:
     """The executor's batching decisions, from the durations it has observed."""
 
     #: Fast tasks are claimed in batches of about this much expected work...
-    target_seconds: float = 0.002
+    target_seconds: float = 0.005
     #: ...but never more than this many at once.
-    max_batch: int = 32
+    max_batch: int = 64
     #: Tasks up to this long (on average) are claimed one ahead of the one running.
     prefetch_max_seconds: float = 0.05
     #: A task slower than this (and than 3x the average) makes the executor give back the

@@ -49,6 +49,9 @@ class TaskRunSpec:
     upstream: list[str] = field(default_factory=list)
     cache_key: str = ""
     cache_parts: str = ""
+    #: What Redis keeps of a run that succeeds: "full" (record and history) or "summary"
+    #: (only its flow run's counters; failures stay whole). For huge maps.
+    keep: str = "full"
 
 
 @dataclass(frozen=True)
@@ -101,7 +104,7 @@ def enqueue_task_runs(client: redis.Redis, limits: Limits, specs: list[TaskRunSp
     shared = [first.flow_run_id, first.task_name, first.queue, first.reply_to,
               json.dumps(first.tags), first.retries, *_RQ_DATA, _iso(time.time()),
               "" if cache.expiration_ms is None else cache.expiration_ms,
-              "1" if cache.refresh else "0", adhoc.name if adhoc else "", "0"]
+              "1" if cache.refresh else "0", adhoc.name if adhoc else "", "0", first.keep]
     close = adhoc is not None and adhoc.close
     functions.execute(client,
                       lambda pipe: _queue_enqueue(client, limits, pipe, specs, shared, close))
@@ -126,7 +129,7 @@ def _queue_enqueue(client: redis.Redis, limits: Limits, pipe: Any, specs: list[T
             args, size = list(shared), 0
     if len(args) > len(shared):
         if close:  # the last chunk closes the ad-hoc run
-            args[len(shared) - 1] = "1"
+            args[len(shared) - 2] = "1"
         functions.call(client, "enqueue", limits, args, pipe=pipe)
 
 

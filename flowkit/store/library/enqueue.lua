@@ -12,6 +12,9 @@
 -- flow run exists: a flow's, or an earlier chunk's; saves a submit outside flows a round trip)
 -- a[13] = '1' to close that run after this chunk (a call sent in one chunk: the run ends by
 -- itself when its task runs end)
+-- a[14] = what to keep of a task run that succeeds: 'full' (its record and history, until
+-- retention) or 'summary' (only the flow run's counters: the record goes when it succeeds,
+-- a failed one stays whole; for huge maps)
 -- then 8 values per task run (a body of '' marks the record 'big': claims leave it out): id, envelope head, envelope body ('' when the caller wrote it
 -- with HSET), parameters JSON, held ('1'/'0': waits for upstream futures), upstream ids
 -- (comma-separated), cache key ('' = none), cache key parts JSON.
@@ -40,7 +43,8 @@ register('enqueue', function(_, args)
   end
   if a[5] ~= '[]' then table.insert(shared, 'tags'); table.insert(shared, a[5]) end
   if a[6] ~= '0' then table.insert(shared, 'retries'); table.insert(shared, a[6]) end
-  for i = 14, #a, 8 do
+  if a[14] == 'summary' then table.insert(shared, 'keep'); table.insert(shared, 'summary') end
+  for i = 15, #a, 8 do
     local id, held, cache_key = a[i], a[i + 4], a[i + 6]
     local tr = K.task_run(id)
     local fields = {'parameters', a[i + 3]}

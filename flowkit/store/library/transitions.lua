@@ -10,11 +10,11 @@
 -- apart (too large to pass through Lua); cancel_requested: flagged for cancellation.
 -- reply_to is kept on a task run only when it is not its flow run's (reply_stream).
 local TASK_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'started',
-                     'worker', 'executor', 'cache_key', 'hn', 'big', 'cancel_requested'}
+                     'worker', 'executor', 'cache_key', 'hn', 'big', 'cancel_requested', 'keep'}
 -- What a claim and a finish read (each field read costs: these run once per task).
 local CLAIM_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'hn', 'big'}
 local FINISH_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'started',
-                       'worker', 'cache_key', 'hn', 'cancel_requested'}
+                       'worker', 'cache_key', 'hn', 'cancel_requested', 'keep'}
 
 local function load_task(id, names)
   local key = K.task_run(id)
@@ -137,6 +137,9 @@ local settle  -- cache.lua: stores results under cache keys, answers or hands ov
 local function end_task_run(ctx, t, to, o)
   if not allowed(t.state, to, 'task run ' .. t.id) then return false end
   local from = t.state
+  -- keep = 'summary' (a huge map's choice): a run that succeeds leaves only the counters;
+  -- its result goes to the driver in the reply (stored only when too large for it).
+  local summary = t.keep == 'summary' and S.SUCCESS[to] and not (t.cache_key and t.cache_key ~= '')
   local fields = {'state', to, 'ended', ctx.ts}
   if o.error_type then
     for _, kv in ipairs({{'error_type', o.error_type}, {'error_message', o.message or ''},
@@ -144,17 +147,21 @@ local function end_task_run(ctx, t, to, o)
       table.insert(fields, kv[1]); table.insert(fields, kv[2])
     end
   end
-  if o.result then
+  if o.result and not (summary and string.len(o.result) <= ctx.inline) then
     redis.call('SET', K.result(t.id), o.result, 'PX', ctx.ttl_ms)
     table.insert(fields, 'result_size'); table.insert(fields, string.len(o.result))
   end
-  for _, v in ipairs(o.fields or {}) do table.insert(fields, v) end
-  -- The worker is named in the history entry only when it is not the attempt's own.
-  local worker = o.worker
-  if worker and worker == t.worker and from == 'running' then worker = nil end
-  add_history(t, fields, {state = to, ts = ctx.ts, attempt = o.attempt or t.attempt or 0,
-                          worker = worker, error_type = o.error_type, message = o.message})
-  redis.call('HSET', t.key, unpack(fields))
+  if summary then
+    redis.call('DEL', t.key)
+  else
+    for _, v in ipairs(o.fields or {}) do table.insert(fields, v) end
+    -- The worker is named in the history entry only when it is not the attempt's own.
+    local worker = o.worker
+    if worker and worker == t.worker and from == 'running' then worker = nil end
+    add_history(t, fields, {state = to, ts = ctx.ts, attempt = o.attempt or t.attempt or 0,
+                            worker = worker, error_type = o.error_type, message = o.message})
+    redis.call('HSET', t.key, unpack(fields))
+  end
   if from == 'running' then drop_lease(t) end
   count_move(t, from, to)
   local failure = S.FAILURE[to]
