@@ -298,7 +298,7 @@ class Driver:
     def load_result(self, task_run_id: str, payload: bytes | None) -> Any:
         """Unpickle a result from the reply message, or fetch it from Redis."""
         if payload is None:
-            payload = call(self.client, self.client.get, keys.result(task_run_id))
+            payload = task_runs.read_result(self.client, task_run_id)
             if payload is None:
                 raise ConfigurationError(
                     f"the result of task run {task_run_id} has expired from Redis "

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from flowkit.states import ALL_STATES
-from flowkit.store import keys, task_records
+from flowkit.store import keys, task_records, task_runs
 from flowkit.store.clock import server_time
 from flowkit.store.events import parse_state_events
 
@@ -90,7 +90,7 @@ def observe(client: Any, tasks: list[str], flows: list[str],
         seen[f"job:{t}.ttl"] = client.pttl(keys.rq_job(t)) > 0
         record = {k.decode(): v.decode() for k, v in client.hgetall(keys.task_run(t)).items()}
         seen[f"history:{t}"] = [h["state"] for h in task_records.history(record)]
-        seen[f"result:{t}"] = client.exists(keys.result(t)) == 1
+        seen[f"result:{t}"] = task_runs.read_result(client, t) is not None
     for f in flows:
         for k, v in client.hgetall(keys.flow_run(f)).items():
             seen[f"flow:{f}.{k.decode()}"] = v.decode()

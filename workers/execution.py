@@ -17,7 +17,7 @@ from flowkit.context import TaskRunContext, task_run_ctx
 from flowkit.errors import EnvelopeError, Retry, SerializationError, TaskTimeout
 from flowkit.futures import ResultRef
 from flowkit.logs import install_print_capture
-from flowkit.store import keys
+from flowkit.store import keys, task_runs
 from flowkit.store.attempts import Claim, Outcome
 from flowkit.workers.environment import missing_module
 from flowkit.workers.slots import Slot
@@ -74,7 +74,7 @@ def _load_function(ctx: ExecutionContext, digest: str) -> Callable[..., Any]:
 
 def _resolve_refs(ctx: ExecutionContext, value: Any, depth: int = 0) -> Any:
     if isinstance(value, ResultRef):
-        data: Any = ctx.client.get(keys.result(value.task_run_id))
+        data: Any = task_runs.read_result(ctx.client, value.task_run_id)
         if data is None:
             raise EnvelopeError(f"the result of upstream task run {value.task_run_id} is not in "
                                 "Redis (expired?)")

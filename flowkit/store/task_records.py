@@ -16,8 +16,8 @@ import re
 from typing import Any
 
 _HISTORY_FIELD = re.compile(r"h\d+")
-#: Internal bookkeeping fields, left out of what readers see.
-_INTERNAL = frozenset({"hn", "big"})
+#: Internal bookkeeping fields (and a small sealed result, bytes), left out of what readers see.
+_INTERNAL = frozenset({"hn", "big", "result"})
 #: History entry items, by position.
 _ENTRY_NAMES = ("state", "ts", "attempt", "worker", "error_type", "message", "retry_in")
 #: States whose entry ends an attempt (and so inherits the attempt's worker).

@@ -283,6 +283,16 @@ def get_task_run(client: redis.Redis, task_run_id: str) -> dict[str, str] | None
     return task_records.fields(task_run_id, decode(raw)) if raw else None
 
 
+def read_result(client: redis.Redis, task_run_id: str) -> bytes | None:
+    """A task run's sealed result: from its record (small ones live there) or its own key
+    (larger ones, until the result ttl), in one round trip; None when neither holds it."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(keys.task_run(task_run_id), "result")
+    pipe.get(keys.result(task_run_id))
+    inline, stored = call(client, pipe.execute)
+    return inline if inline is not None else stored
+
+
 def get_task_state(client: redis.Redis, task_run_id: str) -> RunState | None:
     """A task run's current state, or None when it does not exist."""
     if not is_run_id(task_run_id):

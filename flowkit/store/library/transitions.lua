@@ -147,9 +147,16 @@ local function end_task_run(ctx, t, to, o)
       table.insert(fields, kv[1]); table.insert(fields, kv[2])
     end
   end
+  -- A small result (a number, a short string) lives in the record: no key, no command of
+  -- its own, less memory than a key of its own for its ttl. A larger one gets its key (and
+  -- the ttl); flowkit/store/task_runs.py read_result looks in both.
   if o.result and not (summary and string.len(o.result) <= ctx.inline) then
-    redis.call('SET', K.result(t.id), o.result, 'PX', ctx.ttl_ms)
-    table.insert(fields, 'result_size'); table.insert(fields, string.len(o.result))
+    if string.len(o.result) <= C.RECORD_RESULT_BYTES and not summary then
+      table.insert(fields, 'result'); table.insert(fields, o.result)
+    else
+      redis.call('SET', K.result(t.id), o.result, 'PX', ctx.ttl_ms)
+      table.insert(fields, 'result_size'); table.insert(fields, string.len(o.result))
+    end
   end
   if summary then
     redis.call('DEL', t.key)
