@@ -1,0 +1,216 @@
+"""Correctness of the batched paths (issue 9): executors claim several task runs per call and
+record several outcomes per call, so a crash can land mid-batch. A crash mid-batch loses
+nothing and duplicates no recorded result: every task run ends once, with the right result,
+its history and its flow run's counters say so exactly once, and nothing stays claimed.
+
+The batches are real: fast tasks first teach the executor's BatchPolicy to claim several at
+a time, then one body (``batch_helpers.logged``) blocks only once it sees its executor
+holding unstarted claims behind it, so the kill or cancel lands mid-batch by construction.
+Re-running a crashed or unrecorded attempt is allowed (at least once); recording a second
+outcome is not. State is read through the store API only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+
+from batch_helpers import (
+    assert_nothing_left,
+    attempts_of,
+    blocker,
+    check_history,
+    executions,
+    executor_ids,
+    flow_counts,
+    logged,
+    queue_totals,
+    result_of,
+)
+from flowkit import unmapped
+from flowkit.states import RunState
+from flowkit.store import attempts, task_runs
+from flowkit.store.workers import list_workers
+
+from conftest import WorkerProcesses, alive, children, wait_until
+from tasks_for_tests import identity
+
+pytestmark = pytest.mark.slow
+
+FAST_LEASES = {"FLOWKIT_LEASE_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "0.5"}
+#: Fast task runs that teach a fresh executor to claim in batches.
+WARM_UP = 200
+#: Task runs of the map under test (the first few never block).
+MAPPED = 60
+FIRST_CANDIDATE = 12
+
+
+def _state(client: redis.Redis, task_run_id: str) -> str:
+    return (task_runs.get_task_state(client, task_run_id) or RunState.PENDING).value
+
+
+def _warm_up() -> None:
+    """Fast task runs, so the executors batch."""
+    futures = identity.map(range(WARM_UP))
+    assert [f.result(timeout=30) for f in futures] == list(range(WARM_UP))
+
+
+def _flow_run_of(client: redis.Redis, futures: list[Any]) -> str:
+    """The flow run the futures' task runs belong to (a map outside a flow has its own)."""
+    record = task_runs.get_task_run(client, futures[0].task_run_id)
+    assert record is not None
+    return record["flow_run_id"]
+
+
+def _map(tmp_path: Path) -> tuple[list[Any], Path, Path]:
+    """The map under test: ``logged`` over 0..MAPPED-1, the later ones able to block."""
+    calls, block_dir = tmp_path / "calls", tmp_path / "block"
+    block_dir.mkdir()
+    blocks = ["" if x < FIRST_CANDIDATE else str(block_dir) for x in range(MAPPED)]
+    futures = logged.map(unmapped(str(calls)), range(MAPPED), block_dir=blocks)
+    return futures, calls, block_dir
+
+
+def _mid_batch(client: redis.Redis, futures: list[Any], block_dir: Path
+               ) -> tuple[str, int, list[str]]:
+    """Wait until a body blocks mid-batch; returns its task run id, its executor's pid and
+    its executor's processing list (claimed, not yet recorded), asserting the batch is real:
+    some of the map recorded, the blocker running, some claimed behind it."""
+    found = wait_until(lambda: blocker(block_dir), timeout=30, message="a body to block")
+    task_run_id, pid = found
+    record = task_runs.get_task_run(client, task_run_id)
+    assert record is not None and record["state"] == "running"
+    held = attempts.processing(client, [record["executor"]])
+    behind = held[held.index(task_run_id) + 1:]
+    assert behind, held
+    assert all(_state(client, i) == "running" for i in behind)
+    ids = {f.task_run_id for f in futures}
+    assert set(held) <= ids, "the executor holds only task runs of the map"
+    wait_until(lambda: any(_state(client, f.task_run_id) == "completed" for f in futures),
+               timeout=10, message="some of the map recorded")
+    return task_run_id, pid, held
+
+
+def _recorded(client: redis.Redis, futures: list[Any]) -> dict[str, int]:
+    """The map's task runs recorded COMPLETED now, with their input."""
+    return {f.task_run_id: x for x, f in enumerate(futures)
+            if _state(client, f.task_run_id) == "completed"}
+
+
+def _assert_settled(client: redis.Redis, futures: list[Any], calls: Path,
+                    recorded_at_kill: dict[str, int], rerun_allowed: set[str],
+                    crash_allowed: set[str], blocked: str) -> dict[str, list[Any]]:
+    """The checks shared by the kill tests; returns each task run's history."""
+    # (a) every task run COMPLETED with the right result
+    assert [f.result(timeout=60) for f in futures] == [result_of(x) for x in range(MAPPED)]
+    assert all(_state(client, f.task_run_id) == "completed" for f in futures)
+    # (b) exactly one 'completed' entry each, attempt numbers consistent
+    histories = {f.task_run_id: check_history(client, f.task_run_id) for f in futures}
+    crashed = {i for i, h in histories.items() if any(e["state"] == "crashed" for e in h)}
+    assert blocked in crashed and crashed <= crash_allowed, (crashed, crash_allowed)
+    assert attempts_of(histories[blocked]).count(("crashed", 1)) == 1, histories[blocked]
+    # (d) a body ran twice only if its attempt crashed or its outcome was not yet recorded;
+    # nothing recorded before the kill ran again
+    ran = executions(calls)
+    assert set(ran) == set(range(MAPPED)), sorted(set(range(MAPPED)) - set(ran))
+    twice = {f.task_run_id for x, f in enumerate(futures) if ran[x] > 1}
+    assert all(n <= 2 for n in ran.values()), ran
+    assert twice <= rerun_allowed, (twice, rerun_allowed)
+    assert not twice & set(recorded_at_kill), twice & set(recorded_at_kill)
+    assert blocked in twice
+    return histories
+
+
+def _assert_counters(client: redis.Redis, futures: list[Any]) -> None:
+    """(c) the flow run's counters equal its task runs, all completed; the queue's running
+    counter is back to 0 and its done counter counted each task run (warm-up ones too) once."""
+    flow_run_id = _flow_run_of(client, futures)
+    assert len(task_runs.flow_task_run_ids(client, flow_run_id)) == len(futures)
+    counts = flow_counts(client, flow_run_id)
+    assert counts == {"completed": len(futures)}, counts
+    running, done, failed = queue_totals(client)
+    assert (running, done, failed) == (0, WARM_UP + len(futures), 0)
+
+
+def test_sigkill_of_an_executor_mid_batch_loses_nothing(workers: WorkerProcesses,
+                                                        client: redis.Redis,
+                                                        tmp_path: Path) -> None:
+    proc = workers.start("default", concurrency=1, name="w1")
+    workers.wait_registered(client)
+    _warm_up()
+    futures, calls, block_dir = _map(tmp_path)
+    blocked, pid, held = _mid_batch(client, futures, block_dir)
+    assert pid in children(proc.pid)
+    recorded = _recorded(client, futures)
+    assert recorded and blocked not in recorded and not set(held) & set(recorded)
+    os.kill(pid, signal.SIGKILL)  # the executor only; its supervisor recovers its claims
+    wait_until(lambda: not alive(pid), timeout=5, message="the executor to die")
+    (block_dir / "go").touch()  # nothing to release now; a re-run must not block anyway
+    # Only the running attempt crashed; what was claimed behind it, or finished and not yet
+    # recorded, went back to the queue untouched.
+    histories = _assert_settled(client, futures, calls, recorded, rerun_allowed=set(held),
+                                crash_allowed={blocked}, blocked=blocked)
+    assert attempts_of(histories[blocked]) == [("running", 1), ("crashed", 1), ("running", 2),
+                                               ("completed", 2)]
+    assert "SIGKILL" in histories[blocked][1].get("message", "")
+    for task_run_id in set(held) - {blocked}:
+        assert attempts_of(histories[task_run_id]) == [("running", 1), ("completed", 1)]
+    _assert_counters(client, futures)
+    [row] = list_workers(client)
+    assert int(row["tasks_done"]) == WARM_UP + MAPPED  # each outcome counted once
+    assert_nothing_left(client, executor_ids(client, [f.task_run_id for f in futures]))
+    assert proc.poll() is None
+
+
+def test_sigkill_of_a_whole_worker_mid_batch_loses_nothing(workers: WorkerProcesses,
+                                                           client: redis.Redis,
+                                                           tmp_path: Path) -> None:
+    procs = {name: workers.start("default", concurrency=1, env=FAST_LEASES, name=name)
+             for name in ("w1", "w2")}
+    workers.wait_registered(client, count=2)
+    _warm_up()
+    futures, calls, block_dir = _map(tmp_path)
+    blocked, pid, held = _mid_batch(client, futures, block_dir)
+    record = task_runs.get_task_run(client, blocked)
+    assert record is not None
+    doomed_name = record["worker"]
+    doomed = procs[doomed_name]
+    survivor = procs[next(n for n in procs if n != doomed_name)]
+    # The supervisor's lease renewal marks the running attempt in hand: only it counts as
+    # a crash when the whole worker dies (see reap.lua).
+    wait_until(lambda: (task_runs.get_task_run(client, blocked) or {}).get("in_hand")
+               == record["attempt"], timeout=10, message="a lease renewal of the blocker")
+    held = attempts.processing(client, [record["executor"]])
+    recorded = _recorded(client, futures)
+    assert recorded and blocked not in recorded and not set(held) & set(recorded)
+    os.killpg(doomed.pid, signal.SIGKILL)  # supervisor and, with it, its executor
+    doomed.wait(timeout=5)
+    wait_until(lambda: not alive(pid), timeout=5, message="the executor to die with it")
+    (block_dir / "go").touch()
+    # The reaper gives back what was only claimed; the head of the dead executor's list may
+    # count as the running one (it cannot tell it from the blocker when both are running).
+    histories = _assert_settled(client, futures, calls, recorded, rerun_allowed=set(held),
+                                crash_allowed={blocked, held[0]}, blocked=blocked)
+    assert attempts_of(histories[blocked]) == [("running", 1), ("crashed", 1), ("running", 2),
+                                               ("completed", 2)]
+    assert "stopped renewing its lease" in histories[blocked][1].get("message", "")
+    for task_run_id in set(held) - {blocked, held[0]}:
+        states = [h["state"] for h in histories[task_run_id]]
+        assert states == ["pending", "running", "completed"], histories[task_run_id]
+        assert "died before starting it" in histories[task_run_id][0].get("message", "")
+    assert all(histories[i][-1].get("worker") == survivor_name(survivor, procs)
+               for i in held), "the survivor ran everything the dead worker held"
+    _assert_counters(client, futures)
+    assert_nothing_left(client, executor_ids(client, [f.task_run_id for f in futures]))
+    assert survivor.poll() is None
+
+
+def survivor_name(proc: subprocess.Popen[bytes], procs: dict[str, Any]) -> str:
+    """The name a worker process was started under."""
+    return next(name for name, p in procs.items() if p is proc)
