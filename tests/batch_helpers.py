@@ -150,3 +150,17 @@ def executor_ids(client: redis.Redis, task_run_ids: list[str]) -> set[str]:
         if record.get("executor"):
             out.add(record["executor"])
     return out
+
+
+@task(retries=1, retry_on=(ValueError,))
+def by_kind(kind: str) -> str:
+    """'ok' completes; 'retry' fails its first attempt with a retryable error, then
+    completes; 'terminal' fails with an error its retry policy does not retry."""
+    from flowkit.context import task_run_ctx
+
+    ctx = task_run_ctx.get()
+    if kind == "retry" and ctx is not None and ctx.attempt == 1:
+        raise ValueError("first attempt fails, retryably")
+    if kind == "terminal":
+        raise RuntimeError("fails for good")
+    return kind

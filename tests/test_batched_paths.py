@@ -15,6 +15,8 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from batch_helpers import (
     assert_nothing_left,
     attempts_of,
     blocker,
+    by_kind,
     check_history,
     executions,
     executor_ids,
@@ -34,11 +37,14 @@ from batch_helpers import (
     result_of,
 )
 from flowkit import unmapped
+from flowkit.serializers import load_signing_key
 from flowkit.states import RunState
 from flowkit.store import attempts, task_runs
+from flowkit.store.logs import read_logs
 from flowkit.store.workers import list_workers
+from flowkit.workers.execution import ExecutionContext, run_attempt
 
-from conftest import WorkerProcesses, alive, children, wait_until
+from conftest import TEST_SECRET, WorkerProcesses, alive, children, wait_until
 from tasks_for_tests import identity
 
 pytestmark = pytest.mark.slow
@@ -214,3 +220,123 @@ def test_sigkill_of_a_whole_worker_mid_batch_loses_nothing(workers: WorkerProces
 def survivor_name(proc: subprocess.Popen[bytes], procs: dict[str, Any]) -> str:
     """The name a worker process was started under."""
     return next(name for name, p in procs.items() if p is proc)
+
+
+# -- finish, called through the store API on real claims -------------------------------------
+WORKER, EXECUTOR = "w-direct", "e-direct"
+
+
+def _claim(client: redis.Redis, limits: Any, n: int) -> list[attempts.Claim]:
+    """Claim up to ``n`` queued task runs the way an executor does (bodies included)."""
+    raw = attempts.claim(client, limits, WORKER, EXECUTOR, ["default"], lease_seconds=30,
+                         limit=n)
+    return attempts.fetch_bodies(client, attempts.parse_claims(raw, time.time()))
+
+
+def _run_here(client: redis.Redis, claims: list[attempts.Claim]
+              ) -> list[tuple[attempts.Claim, attempts.Outcome]]:
+    """Run claimed attempts in this process, as an executor would, keeping their outcomes."""
+    ctx = ExecutionContext(client, load_signing_key(TEST_SECRET, Path(os.environ["FLOWKIT_HOME"])),
+                           "default")
+    return [(c, run_attempt(ctx, c).outcome) for c in claims]
+
+
+def _refusals(client: redis.Redis, flow_run_id: str) -> list[str]:
+    """The fence's refusal lines in a flow run's log stream."""
+    return [fields.get("message", "") for _, fields in read_logs(client, flow_run_id)
+            if "stale result refused" in fields.get("message", "")]
+
+
+def test_a_repeated_finish_records_once_and_logs_no_refusal(client: redis.Redis,
+                                                            limits: Any) -> None:
+    """The executor repeats a finish whose reply it lost (redis-py retries a pipeline after a
+    connection error; the executor retries its record loop): the repeat is no news."""
+    futures = identity.map(["a", "b", "c"])  # no worker: they wait for our claim
+    flow_run_id = _flow_run_of(client, futures)
+    outcomes = _run_here(client, _claim(client, limits, 3))
+    assert sorted(c.id for c, _ in outcomes) == sorted(f.task_run_id for f in futures)
+    assert all(o.state == "completed" for _, o in outcomes)
+
+    first = attempts.finish(client, limits, WORKER, EXECUTOR, outcomes)
+    assert int(first[0]) == 3 and attempts.log_refused(first) == 0
+    before = ({f.task_run_id: task_runs.get_history(client, f.task_run_id) for f in futures},
+              flow_counts(client, flow_run_id), queue_totals(client))
+    repeat = attempts.finish(client, limits, WORKER, EXECUTOR, outcomes)
+    assert int(repeat[0]) == 0, "the repeat recorded nothing"
+    assert attempts.log_refused(repeat) == 0, repeat
+    after = ({f.task_run_id: task_runs.get_history(client, f.task_run_id) for f in futures},
+             flow_counts(client, flow_run_id), queue_totals(client))
+    assert after == before
+    assert before[1] == {"completed": 3} and before[2] == (0, 3, 0)
+    for f in futures:
+        check_history(client, f.task_run_id)
+    assert [f.result(timeout=10) for f in futures] == ["a", "b", "c"]
+    assert _refusals(client, flow_run_id) == []
+
+    # The control: a really stale outcome (an attempt the run never had) is refused, out
+    # loud, once; so the silence above is the repeat being recognised, not a mute fence.
+    stale = [(replace(outcomes[0][0], attempt=outcomes[0][0].attempt + 1), outcomes[0][1])]
+    refused = attempts.finish(client, limits, WORKER, EXECUTOR, stale)
+    assert int(refused[0]) == 0 and attempts.log_refused(refused) == 1
+    [line] = _refusals(client, flow_run_id)
+    assert f"task run {outcomes[0][0].id} attempt 2" in line
+    assert (flow_counts(client, flow_run_id), queue_totals(client)) == before[1:]
+
+
+def test_one_finish_call_records_mixed_outcomes_exactly(client: redis.Redis,
+                                                        limits: Any) -> None:
+    futures = by_kind.map(["ok", "retry", "terminal"])
+    ok, retry, terminal = (f.task_run_id for f in futures)
+    flow_run_id = _flow_run_of(client, futures)
+    outcomes = _run_here(client, _claim(client, limits, 3))
+    assert [o.state for _, o in outcomes] == ["completed", "failed", "failed"]
+    assert [o.retry_delay for _, o in outcomes] == [None, 0.0, None]
+
+    reply = attempts.finish(client, limits, WORKER, EXECUTOR, outcomes)  # one call, all three
+    assert int(reply[0]) == 3 and attempts.log_refused(reply) == 0
+    assert {i: _state(client, i) for i in (ok, retry, terminal)} == {
+        ok: "completed", retry: "retrying", terminal: "failed"}
+    assert flow_counts(client, flow_run_id) == {"completed": 1, "retrying": 1, "failed": 1}
+    assert queue_totals(client) == (0, 1, 1)  # the retried attempt is neither done nor failed
+    assert attempts_of(check_history(client, ok)) == [("running", 1), ("completed", 1)]
+    assert attempts_of(check_history(client, terminal, end="failed")) == [("running", 1),
+                                                                           ("failed", 1)]
+    retried = task_runs.get_history(client, retry)
+    assert attempts_of(retried) == [("running", 1), ("failed", 1)]
+    assert retried[-1].get("retry_in") == 0
+
+    # The retry is queued again at once: its second attempt completes.
+    second = _run_here(client, _claim(client, limits, 3))
+    assert [(c.id, c.attempt) for c, _ in second] == [(retry, 2)]
+    assert int(attempts.finish(client, limits, WORKER, EXECUTOR, second)[0]) == 1
+    assert attempts_of(check_history(client, retry)) == [
+        ("running", 1), ("failed", 1), ("running", 2), ("completed", 2)]
+    assert flow_counts(client, flow_run_id) == {"completed": 2, "failed": 1}
+    assert queue_totals(client) == (0, 2, 1)
+    assert futures[0].result(timeout=10) == "ok" and futures[1].result(timeout=10) == "retry"
+    assert "fails for good" in str(futures[2].exception(timeout=10))
+    assert_nothing_left(client, {EXECUTOR})
+
+
+def test_batches_of_mixed_outcomes_on_a_real_worker(workers: WorkerProcesses,
+                                                    client: redis.Redis) -> None:
+    """The same mix through a warmed executor, which records it in shared finish calls."""
+    workers.start("default", concurrency=1)
+    workers.wait_registered(client)
+    _warm_up()
+    kinds = ["ok", "retry", "terminal"] * 20
+    futures = by_kind.map(kinds)
+    for f in futures:
+        f.wait(timeout=60)
+    flow_run_id = _flow_run_of(client, futures)
+    assert flow_counts(client, flow_run_id) == {"completed": 40, "failed": 20}
+    assert queue_totals(client) == (0, WARM_UP + 40, 20)
+    expected = {"ok": [("running", 1), ("completed", 1)],
+                "retry": [("running", 1), ("failed", 1), ("running", 2), ("completed", 2)],
+                "terminal": [("running", 1), ("failed", 1)]}
+    for kind, f in zip(kinds, futures):
+        end = "failed" if kind == "terminal" else "completed"
+        assert attempts_of(check_history(client, f.task_run_id, end=end)) == expected[kind]
+        if kind != "terminal":
+            assert f.result(timeout=1) == kind
+    assert_nothing_left(client, executor_ids(client, [f.task_run_id for f in futures]))
