@@ -43,42 +43,57 @@ def _claimed_behind(client: Any, task_run_id: str) -> bool:
 
 
 @task
-def logged(path: str, x: int, block_dir: str = "") -> int:
+def logged(path: str, x: int, block_dir: str = "", blockers: int = 1) -> int:
     """Append ``x`` to ``path`` (one line per execution, so a body that ran twice shows), and
     return ``result_of(x)``.
 
-    With ``block_dir``, the first execution that finds its executor holding unstarted claims
-    behind it (a batch) becomes the blocker: it writes ``<block_dir>/blocker`` (its task run
-    id and pid) and waits for ``<block_dir>/go``, so the test can act mid-batch. Only one
-    execution ever blocks (the file is created exclusively); a re-run does not block again.
+    With ``block_dir``, an execution that finds its executor holding unstarted claims behind
+    it (a batch) becomes a blocker: it writes ``<block_dir>/blocker-<n>`` (its task run id
+    and pid) and waits for ``<block_dir>/go``, so the test can act mid-batch. At most
+    ``blockers`` executions ever block, one per executor (the files are created
+    exclusively); a re-run does not block again.
     """
     from flowkit.context import task_run_ctx  # the body travels by value: no global ContextVar
 
     with open(path, "a") as f:
         f.write(f"{x}\n")
     ctx = task_run_ctx.get()
-    if block_dir and ctx is not None:
-        marker = Path(block_dir) / "blocker"
-        if not marker.exists() and _claimed_behind(ctx.client, ctx.task_run_id):
-            try:
-                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                return result_of(x)
-            os.write(fd, f"{ctx.task_run_id} {os.getpid()}\n".encode())
-            os.close(fd)
-            deadline = time.monotonic() + BLOCK_LIMIT_SECONDS
-            while not (Path(block_dir) / "go").exists() and time.monotonic() < deadline:
-                time.sleep(0.01)
+    if block_dir and ctx is not None and _may_block(Path(block_dir), blockers):
+        if _claimed_behind(ctx.client, ctx.task_run_id):
+            _block(Path(block_dir), blockers, ctx.task_run_id)
     return result_of(x)
 
 
-def blocker(block_dir: Path) -> tuple[str, int] | None:
-    """The blocked body's task run id and executor pid, once it blocks."""
-    try:
-        task_run_id, pid = (block_dir / "blocker").read_text().split()
-    except (OSError, ValueError):
-        return None
-    return task_run_id, int(pid)
+def _may_block(block_dir: Path, blockers: int) -> bool:
+    taken = list(block_dir.glob("blocker-*"))
+    mine = f" {os.getpid()}\n"
+    return len(taken) < blockers and not any(p.read_text().endswith(mine) for p in taken)
+
+
+def _block(block_dir: Path, blockers: int, task_run_id: str) -> None:
+    for n in range(blockers):
+        try:
+            fd = os.open(block_dir / f"blocker-{n}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            continue
+        os.write(fd, f"{task_run_id} {os.getpid()}\n".encode())
+        os.close(fd)
+        deadline = time.monotonic() + BLOCK_LIMIT_SECONDS
+        while not (block_dir / "go").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return
+
+
+def blocked(block_dir: Path) -> list[tuple[str, int]]:
+    """The blocked bodies' task run ids and executor pids, in the order they blocked."""
+    out = []
+    for n in range(len(list(block_dir.glob("blocker-*")))):
+        try:
+            task_run_id, pid = (block_dir / f"blocker-{n}").read_text().split()
+        except (OSError, ValueError):
+            break  # being written
+        out.append((task_run_id, int(pid)))
+    return out
 
 
 def executions(path: Path) -> Counter[int]:
@@ -112,7 +127,8 @@ def check_history(client: redis.Redis, task_run_id: str, end: str = "completed"
         elif state in ATTEMPT_ENDS:
             assert attempt == current, (task_run_id, pairs)
             current = -1  # an attempt ends once
-    ends = [s for s, _ in pairs if s in ATTEMPT_ENDS]
+    # An end with attempt 0 is a run ended before any attempt (cancelled while queued).
+    ends = [s for s, a in pairs if s in ATTEMPT_ENDS and a > 0]
     assert len(ends) == len(running), (task_run_id, pairs)
     return history
 
