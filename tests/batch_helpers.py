@@ -180,3 +180,34 @@ def by_kind(kind: str) -> str:
     if kind == "terminal":
         raise RuntimeError("fails for good")
     return kind
+
+
+# -- an executor's calls, made from the test process -------------------------------------------
+#: The worker and executor the tests that call the store directly claim as.
+WORKER, EXECUTOR = "w-direct", "e-direct"
+
+
+def claim_here(client: redis.Redis, limits: Any, n: int) -> list[attempts.Claim]:
+    """Claim up to ``n`` queued task runs the way an executor does (bodies included)."""
+    raw = attempts.claim(client, limits, WORKER, EXECUTOR, ["default"], lease_seconds=30,
+                         limit=n)
+    return attempts.fetch_bodies(client, attempts.parse_claims(raw, time.time()))
+
+
+def run_here(client: redis.Redis, claims: list[attempts.Claim], secret: str
+             ) -> list[tuple[attempts.Claim, attempts.Outcome]]:
+    """Run claimed attempts in this process, as an executor would, keeping their outcomes."""
+    from flowkit.serializers import load_signing_key
+    from flowkit.workers.execution import ExecutionContext, run_attempt
+
+    key = load_signing_key(secret, Path(os.environ["FLOWKIT_HOME"]))
+    ctx = ExecutionContext(client, key, "default")
+    return [(c, run_attempt(ctx, c).outcome) for c in claims]
+
+
+def refusals(client: redis.Redis, flow_run_id: str) -> list[str]:
+    """The fence's refusal lines in a flow run's log stream."""
+    from flowkit.store.logs import read_logs
+
+    return [fields.get("message", "") for _, fields in read_logs(client, flow_run_id)
+            if "stale result refused" in fields.get("message", "")]
