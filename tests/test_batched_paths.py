@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -207,7 +206,8 @@ def test_sigkill_of_a_whole_worker_mid_batch_loses_nothing(workers: WorkerProces
     assert record is not None
     doomed_name = record["worker"]
     doomed = procs[doomed_name]
-    survivor = procs[next(n for n in procs if n != doomed_name)]
+    survivor_name = next(n for n in procs if n != doomed_name)
+    survivor = procs[survivor_name]
     # The supervisor's lease renewal marks the running attempt in hand: only it counts as
     # a crash when the whole worker dies (see reap.lua).
     def renewed() -> bool:
@@ -237,16 +237,11 @@ def test_sigkill_of_a_whole_worker_mid_batch_loses_nothing(workers: WorkerProces
         states = [h["state"] for h in histories[task_run_id]]
         assert states == ["pending", "running", "completed"], histories[task_run_id]
         assert "died before starting it" in histories[task_run_id][0].get("message", "")
-    assert all(histories[i][-1].get("worker") == survivor_name(survivor, procs)
+    assert all(histories[i][-1].get("worker") == survivor_name
                for i in held), "the survivor ran everything the dead worker held"
     _assert_counters(client, futures)
     assert_nothing_left(client, executor_ids(client, [f.task_run_id for f in futures]))
     assert survivor.poll() is None
-
-
-def survivor_name(proc: subprocess.Popen[bytes], procs: dict[str, Any]) -> str:
-    """The name a worker process was started under."""
-    return next(name for name, p in procs.items() if p is proc)
 
 
 # -- finish, called through the store API on real claims -------------------------------------
