@@ -53,8 +53,6 @@ from flowkit.store.workers import list_workers
 from conftest import TEST_SECRET, WorkerProcesses, alive, children, wait_until
 from tasks_for_tests import identity
 
-pytestmark = pytest.mark.slow
-
 FAST_LEASES = {"FLOWKIT_LEASE_SECONDS": "2", "FLOWKIT_HEARTBEAT_SECONDS": "0.5"}
 #: Fast task runs that teach a fresh executor to claim in batches.
 WARM_UP = 200
@@ -163,6 +161,7 @@ def _assert_counters(client: redis.Redis, futures: list[Any]) -> None:
     assert (running, done, failed) == (0, WARM_UP + len(futures), 0)
 
 
+@pytest.mark.slow
 def test_sigkill_of_an_executor_mid_batch_loses_nothing(workers: WorkerProcesses,
                                                         client: redis.Redis,
                                                         tmp_path: Path) -> None:
@@ -193,6 +192,7 @@ def test_sigkill_of_an_executor_mid_batch_loses_nothing(workers: WorkerProcesses
     assert proc.poll() is None
 
 
+@pytest.mark.slow
 def test_sigkill_of_a_whole_worker_mid_batch_loses_nothing(workers: WorkerProcesses,
                                                            client: redis.Redis,
                                                            tmp_path: Path) -> None:
@@ -340,6 +340,7 @@ def test_one_finish_call_records_mixed_outcomes_exactly(client: redis.Redis,
     assert_nothing_left(client, {EXECUTOR})
 
 
+@pytest.mark.slow
 def test_batches_of_mixed_outcomes_on_a_real_worker(workers: WorkerProcesses,
                                                     client: redis.Redis) -> None:
     """The same mix through a warmed executor, which records it in shared finish calls."""
@@ -423,6 +424,7 @@ def _cancel_mid_batch(workers: WorkerProcesses, client: redis.Redis,
     return CancelledMidBatch(futures, calls, holding, ran_before, recorded, flow_run_id, counts)
 
 
+@pytest.mark.slow
 def test_cancelling_a_flow_run_mid_batch_ends_every_task_run(workers: WorkerProcesses,
                                                              client: redis.Redis,
                                                              tmp_path: Path) -> None:
@@ -451,6 +453,7 @@ def test_cancelling_a_flow_run_mid_batch_ends_every_task_run(workers: WorkerProc
     assert_nothing_left(client, executor_ids(client, ids))
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason=(
     "a claimed, unstarted task run flagged for cancellation goes back to the queue when its "
     "executor is killed for the cancel (release -> give_back drops the flag) and runs to "
