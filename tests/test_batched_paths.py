@@ -7,7 +7,9 @@ The batches are real: fast tasks first teach the executor's BatchPolicy to claim
 a time, then one body (``batch_helpers.logged``) blocks only once it sees its executor
 holding unstarted claims behind it, so the kill or cancel lands mid-batch by construction.
 Re-running a crashed or unrecorded attempt is allowed (at least once); recording a second
-outcome is not. State is read through the store API only.
+outcome is not. Run state is read through the store API (task_runs, flow_runs, stats,
+attempts); only the leftovers check counts the queue, lease, cancel and retry keys named in
+store/keys.py, which have no reader there.
 """
 
 from __future__ import annotations
