@@ -456,10 +456,6 @@ def test_cancelling_a_flow_run_mid_batch_ends_every_task_run(workers: WorkerProc
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "a claimed, unstarted task run flagged for cancellation goes back to the queue when its "
-    "executor is killed for the cancel (release -> give_back drops the flag) and runs to "
-    "completion after its flow run was cancelled; needs a Lua change in release/give_back"))
 def test_no_body_starts_after_its_flow_run_is_cancelled(workers: WorkerProcesses,
                                                         client: redis.Redis,
                                                         tmp_path: Path) -> None:

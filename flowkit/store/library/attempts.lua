@@ -179,7 +179,8 @@ register('finish', function(_, args)
 end)
 
 -- release(a): give back claimed task runs an executor has not started (its batch runs slow,
--- or it is shutting down): to the front of their queues, as if never claimed.
+-- or it is shutting down): to the front of their queues, as if never claimed (those flagged
+-- for cancellation end CANCELLED instead, see return_unstarted).
 -- a[1] = worker id   a[2] = executor id   a[3..] = task run ids, in the order claimed.
 -- Returns how many were given back.
 register('release', function(_, args)
@@ -188,7 +189,7 @@ register('release', function(_, args)
   for i = #a, 3, -1 do
     local t = load_task(a[i])
     if t.state == 'running' and t.worker == a[1] and redis.call('LREM', processing, 0, t.id) > 0
-       and give_back(ctx, t, nil) then
+       and return_unstarted(ctx, t, nil) then
       n = n + 1
     end
   end

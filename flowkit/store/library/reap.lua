@@ -6,8 +6,8 @@
 -- front of its queue, with a history entry saying why.
 local function requeue_unstarted(ctx, t)
   if t.executor then redis.call('LREM', K.processing(t.executor), 0, t.id) end
-  give_back(ctx, t, 'claimed by worker ' .. (t.worker or '?') .. ', which died before ' ..
-                    'starting it; queued again')
+  return_unstarted(ctx, t, 'claimed by worker ' .. (t.worker or '?') .. ', which died ' ..
+                           'before starting it; queued again')
 end
 
 -- One attempt that ends unreported: `outcome` is 'crashed', 'timed_out' or 'cancelled'.

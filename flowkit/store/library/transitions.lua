@@ -269,6 +269,18 @@ local function give_back(ctx, t, message)
   return true
 end
 
+-- A claimed task run that was never started goes back: to its queue, as if never claimed
+-- (give_back), or, when it was flagged for cancellation meanwhile (the cancel told its caller
+-- it is being stopped), it ends CANCELLED here instead of running after all.
+local function return_unstarted(ctx, t, message)
+  if t.cancel_requested then
+    return end_task_run(ctx, t, 'cancelled', {
+      error_type = C.ERROR_TYPES.cancelled, worker = t.worker,
+      message = 'cancelled before it started (claimed by worker ' .. (t.worker or '?') .. ')'})
+  end
+  return give_back(ctx, t, message)
+end
+
 -- Mark a claimed task run running: attempt + 1, lease until now + lease_seconds. One HSET
 -- of the record (state, attempt, start, history entry); the lease, counters and the event go
 -- with the call's (flush_writes).
@@ -303,7 +315,7 @@ local function reopen_task(ctx, t, message)
   add_history(t, fields, {state = 'pending', ts = ctx.ts, attempt = t.attempt,
                           message = message})
   redis.call('HSET', t.key, unpack(fields))
-  redis.call('HDEL', t.key, 'ended')
+  redis.call('HDEL', t.key, 'ended', 'cancel_requested')
   count_move(t, t.state, 'pending')
   queue_task(t.id, t.queue, false)
   emit(C.TASK_RUN_EVENT, 'pending', t.id, t.flow_run_id)
