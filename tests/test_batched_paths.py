@@ -283,20 +283,17 @@ def test_a_repeated_finish_records_once_and_logs_no_refusal(client: redis.Redis,
     assert (flow_counts(client, flow_run_id), queue_totals(client)) == before[1:]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a claim is not idempotent: when the reply of a finish+claim round trip is lost and the "
-    "same round trip is sent again (redis-py's retry, or the executor's record loop), the "
-    "first claim's task runs stay RUNNING on the executor's processing list, unknown to it, "
-    "their leases renewed by its supervisor until the executor exits"))
 def test_a_repeated_finish_and_claim_round_trip_strands_nothing(client: redis.Redis,
                                                                limits: Any) -> None:
     futures = identity.map(list(range(6)))
     done = run_here(client, claim_here(client, limits, 2), TEST_SECRET)
 
+    token = attempts.new_claim_token()  # made once per round trip, as the executor does
+
     def build(pipe: Any) -> None:  # what the executor's _record sends: outcomes, then a claim
         attempts.finish(client, limits, WORKER, EXECUTOR, done, pipe=pipe)
         attempts.claim(client, limits, WORKER, EXECUTOR, ["default"], lease_seconds=30,
-                       limit=2, pipe=pipe)
+                       limit=2, pipe=pipe, token=token)
 
     functions.execute(client, build)  # the server ran it; the reply never arrived
     replies = functions.execute(client, build)  # so the same round trip goes again

@@ -163,6 +163,7 @@ class Executor:
             return []
 
         finish_at = 0  # the finish reply's index: the log lines' writes come first
+        token = attempts.new_claim_token()  # one per round trip, however often it is sent
 
         def build(pipe: Any) -> None:
             nonlocal finish_at
@@ -178,7 +179,7 @@ class Executor:
             if claim:
                 attempts.claim(self.client, self.limits, self.worker_id, self.executor_id,
                                self.queues, lease_seconds=self.config.lease_seconds,
-                               limit=limit or self.policy.batch_size, pipe=pipe)
+                               limit=limit or self.policy.batch_size, pipe=pipe, token=token)
 
         delay, deadline = 0.1, time.monotonic() + RECORD_RETRY_SECONDS
         while True:
@@ -206,7 +207,8 @@ class Executor:
     def _claim(self, taken: str = "") -> list[Claim]:
         return self._with_bodies(attempts.claim(
             self.client, self.limits, self.worker_id, self.executor_id, self.queues,
-            lease_seconds=self.config.lease_seconds, limit=self.policy.batch_size, taken=taken))
+            lease_seconds=self.config.lease_seconds, limit=self.policy.batch_size, taken=taken,
+            token=attempts.new_claim_token()))
 
     def _with_bodies(self, raw: Any) -> list[Claim]:
         return attempts.fetch_bodies(self.client, attempts.parse_claims(raw, time.time()))

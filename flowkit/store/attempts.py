@@ -4,6 +4,7 @@ promote due retries, wait for work (library functions in ``attempts.lua`` and ``
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -52,11 +53,20 @@ class Outcome:
 
 def claim(client: redis.Redis, limits: Limits, worker_id: str, executor_id: str,
           queues: list[str], *, lease_seconds: float, limit: int = 1, taken: str = "",
-          push: bool = False, pipe: Any = None) -> Any:
-    """Claim up to ``limit`` task runs (run now, or queued on ``pipe``); see attempts.lua."""
+          push: bool = False, pipe: Any = None, token: str = "") -> Any:
+    """Claim up to ``limit`` task runs (run now, or queued on ``pipe``); see attempts.lua.
+
+    ``token``: names this claim (:func:`new_claim_token`), made once per round trip: sent
+    again (its reply lost, a retry), the same claim answers with the task runs it took the
+    first time instead of taking more that nobody would know about."""
     return functions.call(client, "claim", limits, [
-        worker_id, executor_id, lease_seconds, limit, INLINE_BODY_BYTES, taken,
+        worker_id, executor_id, lease_seconds, limit, token, taken,
         "1" if push else "0", *queues], pipe=pipe)
+
+
+def new_claim_token() -> str:
+    """A token for one claim (unique for an executor's lifetime and beyond)."""
+    return os.urandom(6).hex()
 
 
 def parse_claims(raw: list[Any] | None, now: float) -> list[Claim]:

@@ -161,6 +161,12 @@ def processing(executor_id: str) -> str:
     return PROCESSING_PREFIX + executor_id
 
 
+def last_claim(executor_id: str) -> str:
+    """String: an executor's last claim, ``<token>|<id>,<id>...`` (expiring), so that a claim
+    sent twice (its reply lost) answers with the same task runs instead of taking more."""
+    return PROCESSING_PREFIX + executor_id + ":last"
+
+
 def cache(cache_key: str) -> str:
     """The cached result for ``cache_key`` (sealed result bytes)."""
     return CACHE_PREFIX + cache_key
@@ -184,7 +190,7 @@ def cache_index(task_name: str) -> str:
 #: Key builders the Lua library gets, by name (``K.<name>(id)`` there).
 LUA_BUILDERS: tuple[Callable[[str], str], ...] = (
     queue, bell, queue_stats, rq_job, task_run, result, flow_run,
-    flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, cache,
+    flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, last_claim, cache,
     cache_lock, cache_waiters, cache_index, queue_workers, driver, reply,
 )
 

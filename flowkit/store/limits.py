@@ -27,6 +27,8 @@ CACHE_LOCK_MS = 24 * 3600 * 1000
 CLAIM_SKIP_MAX = 1000
 #: Version of the state event schema (``flowkit/store/events.py``).
 EVENT_VERSION = "2"
+#: How long an executor's last claim is remembered, for a repeat of it (ms).
+CLAIM_MEMO_MS = 600_000
 #: Results up to this many bytes (sealed) are kept inside the task run's record rather than
 #: in a key of their own: 64 is the longest value Redis keeps in a compact (listpack) hash.
 RECORD_RESULT_BYTES = 64
@@ -36,7 +38,7 @@ LUA_CONSTANTS: dict[str, int | str] = {
     "REPLY_MAXLEN": REPLY_MAXLEN, "EVENTS_MAXLEN": EVENTS_MAXLEN,
     "BELL_MAX_TOKENS": BELL_MAX_TOKENS, "CACHE_LOCK_MS": CACHE_LOCK_MS,
     "EVENT_VERSION": EVENT_VERSION, "RECORD_RESULT_BYTES": RECORD_RESULT_BYTES,
-    "CLAIM_SKIP_MAX": CLAIM_SKIP_MAX,
+    "CLAIM_SKIP_MAX": CLAIM_SKIP_MAX, "CLAIM_MEMO_MS": CLAIM_MEMO_MS,
     "LOGS_MAXLEN": LOGS_MAXLEN,
 }
 

@@ -16,8 +16,10 @@ end
 
 -- claim(a): claim up to a[4] task runs for an executor and mark them running.
 -- a[1] = worker id   a[2] = executor id   a[3] = lease seconds   a[4] = how many at most
--- a[5] = reserved (bodies too large for the claim reply are marked 'big' when enqueued, and
---        the caller fetches them)
+-- a[5] = this claim's token ('' = none): a claim sent again with the token of the
+--        executor's last claim (its reply was lost) answers with the task runs that claim took,
+--        still running here, and takes no more (bodies too large for the claim reply are
+--        marked 'big' when enqueued; the caller fetches them)
 -- a[6] = id already taken by a blocking pop onto the processing list ('' for none)
 -- a[7] = '1' when that id still has to be pushed onto the processing list (a stock RQ
 --        worker popped it)
@@ -33,16 +35,10 @@ register('claim', function(_, args)
   local worker, executor, lease, limit = a[1], a[2], tonumber(a[3]), tonumber(a[4])
   local processing = K.processing(executor)
   local claims, skipped, taken = {}, 0, {}
+  local token, memo = a[5], K.last_claim(executor)
 
-  local function take(id)
-    local t = load_task(id, CLAIM_FIELDS)
-    if t.state ~= 'pending' and t.state ~= 'retrying' then
-      skipped = skipped + 1
-      return false
-    end
-    local attempt = start_attempt(ctx, t, worker, executor, lease)
-    if not attempt then return false end
-    local job = K.rq_job(id)
+  local function answer(t)  -- the claim entry of a task run this claim holds
+    local job = K.rq_job(t.id)
     local head, body
     -- A large body is left for the executor to fetch with HGET: through Lua it would be
     -- copied twice more inside the server.
@@ -52,8 +48,30 @@ register('claim', function(_, args)
       local envelope = redis.call('HMGET', job, 'flowkit_envelope', 'flowkit_body')
       head, body = envelope[1], envelope[2] or ''
     end
-    table.insert(claims, {id, head or '', body, attempt, t.flow_run_id,
+    table.insert(claims, {t.id, head or '', body, tonumber(t.attempt), t.flow_run_id,
                           reply_stream(t) or ''})
+  end
+
+  if token ~= '' then
+    local last = redis.call('GET', memo)
+    if last and string.sub(last, 1, #token + 1) == token .. '|' then  -- sent again
+      for id in string.gmatch(string.sub(last, #token + 2), '[^,]+') do
+        local t = load_task(id, CLAIM_FIELDS)
+        local held = redis.call('HMGET', t.key, 'worker', 'executor')
+        if t.state == 'running' and held[1] == worker and held[2] == executor then answer(t) end
+      end
+      return claims
+    end
+  end
+
+  local function take(id)
+    local t = load_task(id, CLAIM_FIELDS)
+    if t.state ~= 'pending' and t.state ~= 'retrying' then
+      skipped = skipped + 1
+      return false
+    end
+    if not start_attempt(ctx, t, worker, executor, lease) then return false end
+    answer(t)
     return true
   end
 
@@ -80,6 +98,11 @@ register('claim', function(_, args)
     end
   end
   if #taken > 0 then call_sliced('RPUSH', processing, taken, 500) end
+  if token ~= '' and #claims > 0 then  -- (a repeat of a claim that took nothing may take)
+    local ids = {}
+    for i, c in ipairs(claims) do ids[i] = c[1] end
+    redis.call('SET', memo, token .. '|' .. table.concat(ids, ','), 'PX', C.CLAIM_MEMO_MS)
+  end
   return claims
 end)
 
