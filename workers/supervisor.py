@@ -119,7 +119,8 @@ class WorkerSupervisor:
         self.contact = Contact(f"worker {self.worker_id}", logger)
         self.executors = [
             _Executor(i, f"{self.worker_id}.{i}",
-                      Slot(slot_dir() / f"flowkit-{self.worker_id}.{i}.slot", create=True))
+                      Slot(slot_dir() / f"flowkit-{self.worker_id}-{os.getpid()}.{i}.slot",
+                           create=True))
             for i in range(config.concurrency)]
         self.stopping = False
         #: Monotonic time past which a drain hands running attempts back (None: not draining).

@@ -189,8 +189,8 @@ def cache_index(task_name: str) -> str:
 
 #: Key builders the Lua library gets, by name (``K.<name>(id)`` there).
 LUA_BUILDERS: tuple[Callable[[str], str], ...] = (
-    queue, bell, queue_stats, rq_job, task_run, result, flow_run,
-    flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, last_claim, cache,
+    queue, bell, queue_stats, rq_job, task_run, result, flow_run, flow_run_tasks,
+    flow_runs_in_state, flow_runs_named, logs, worker, processing, last_claim, cache,
     cache_lock, cache_waiters, cache_index, queue_workers, driver, reply,
 )
 
