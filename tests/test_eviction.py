@@ -112,3 +112,32 @@ def test_a_full_noeviction_server_refuses_a_submit_with_store_full_error(
     done = _worker(server.url)
     assert done.returncode == 0, done.stderr
     assert [f.result(timeout=15) for f in [first, *later]] == [0, 0, 1, 2]
+
+
+
+@pytest.mark.parametrize("server", [("--maxmemory", "20mb")], indirect=True)
+def test_a_full_server_can_still_be_pruned(server: PrivateServer,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Deleting is how a full Redis gets its memory back: prune runs where writes are
+    refused (its library function allows it), as the full-server error's hint promises."""
+    import time
+
+    from flowkit.store import flow_runs, retention
+    from flowkit.store.limits import Limits
+
+    use_server(monkeypatch, server.url)
+    futures = identity.map(range(20))
+    done = _worker(server.url)
+    assert done.returncode == 0, done.stderr
+    assert [f.result(timeout=15) for f in futures] == list(range(20))
+    fill = server.client()
+    run_id = flow_runs.list_flow_runs(fill, limit=1)[0]["id"]
+    reset_driver()  # the driver leaves: its ad-hoc run is closed
+    used = fill.info("memory")["used_memory"]
+    fill.config_set("maxmemory", used - 100_000)
+    with pytest.raises(redis.exceptions.OutOfMemoryError):
+        fill.set("one-more", b"x")
+    pruned = retention.prune_all(fill, Limits.from_settings(get_settings()), time.time() + 60)
+    assert pruned.flow_runs >= 1 and pruned.task_runs == 20
+    assert flow_runs.get_flow_run(fill, run_id) is None
+    assert fill.keys("flowkit:taskrun:*") == []

@@ -111,14 +111,15 @@ class Library:
         # gathered for all the runs it moved (base.lua: begin_writes, flush_writes).
         self.source = (f"#!lua name={self.name}\n"
                        "local begin_writes, flush_writes\n"
-                       "local function register(name, fn)\n"
-                       f"  redis.register_function({_lua(self.prefix)} .. name, "
-                       "function(keys, args)\n"
-                       "    begin_writes()\n"
-                       "    local out = fn(keys, args)\n"
-                       "    flush_writes()\n"
-                       "    return out\n"
-                       "  end)\n"
+                       "local function register(name, fn, flags)\n"
+                       "  redis.register_function{\n"
+                       f"    function_name = {_lua(self.prefix)} .. name, flags = flags or {{}},\n"
+                       "    callback = function(keys, args)\n"
+                       "      begin_writes()\n"
+                       "      local out = fn(keys, args)\n"
+                       "      flush_writes()\n"
+                       "      return out\n"
+                       "    end}\n"
                        f"end\n{body}")
 
 

@@ -31,8 +31,10 @@ register('prune_preview', function(_, args)
   end
   if #batch < count then return {flows, tasks, 0} end
   return {flows, tasks, offset + #batch}
-end)
+end, {'no-writes'})
 
+-- prune(a) runs even when Redis is full (allow-oom): deleting is how a full Redis that
+-- refuses writes gets its memory back (`flowkit run prune`).
 -- prune(a): a[1] = cutoff: flow runs that ended (or, without an end, were created) before it
 -- go   a[2] = at most this many task runs per call
 -- Runs still going, or with task runs still queued, running or retrying, are kept.
@@ -74,4 +76,4 @@ register('prune', function(_, args)
     end
   end
   return {flows, tasks, 1}
-end)
+end, {'allow-oom'})
