@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import sys
 import threading
@@ -24,7 +25,7 @@ from flowkit._driver_heartbeat import DriverHeartbeat
 from flowkit._ids import new_id
 from flowkit._listener import ReplyListener
 from flowkit._local_workers import LocalWorkers
-from flowkit._lost_state import CHECK_SECONDS, LostStateWatch, Verdict
+from flowkit._lost_state import CHECK_SECONDS, PROBE_RUNS, LostStateWatch, Verdict
 from flowkit._rate import ECHO_LINES_PER_SECOND, EchoGate, TokenBucket, summary_line
 from flowkit._threads import raise_in_thread
 from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
@@ -37,6 +38,8 @@ from flowkit.store.limits import Limits
 
 if TYPE_CHECKING:
     import redis
+
+    from flowkit._map_submit import MapSubmission
 
 #: Seconds between checks that some worker serves the queues a driver waits on.
 WORKER_CHECK_SECONDS = 2.0
@@ -71,6 +74,12 @@ class Driver:
         self.reply_key = keys.reply(self.driver_id)
         self.pid = os.getpid()
         self._futures: dict[str, TaskFuture[Any]] = {}
+        #: Futures end under this one Condition, and waiters wait on it (none has its own).
+        self.settled = threading.Condition(threading.Lock())
+        #: Pending futures per queue (the workers check looks at these, not at every future).
+        self._queue_counts: dict[str, int] = {}
+        #: Maps whose later chunks a background thread is still queueing.
+        self._submissions: set[MapSubmission] = set()
         #: Task runs whose enqueue is on its way (the lost-state check leaves them alone).
         self._inflight: set[str] = set()
         self._dependencies = DependencyTracker()
@@ -111,16 +120,26 @@ class Driver:
 
     def submit(self, specs: list[task_runs.TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
                cache: task_runs.CacheOptions | None = None,
-               adhoc: task_runs.AdhocRecord | None = None) -> list[TaskFuture[Any]]:
+               adhoc: task_runs.AdhocRecord | None = None,
+               futures: list[TaskFuture[Any]] | None = None) -> list[TaskFuture[Any]]:
         """Write and queue task runs; those with unfinished upstream futures wait here.
-        ``adhoc``: the call's ad-hoc run, recorded by the same enqueue."""
-        futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
+        ``adhoc``: the call's ad-hoc run, recorded by the same enqueue. ``futures``: made
+        before (a map's); one already ended (cancelled before it was sent) is left out."""
+        if futures is None:
+            futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
         failed_upstream: list[tuple[str, TaskFuture[Any]]] = []
         with self._lock:
+            if any(f.done() for f in futures):
+                kept = [i for i, f in enumerate(futures) if not f.done()]
+                specs, futures = [specs[i] for i in kept], [futures[i] for i in kept]
+                upstreams = [upstreams[i] for i in kept]
+                if not specs:
+                    return []
             for spec, future, ups in zip(specs, futures, upstreams):
                 future.cache_key = spec.cache_key
                 future.flow_run_id = spec.flow_run_id
                 self._futures[spec.id] = future
+                self._queue_counts[spec.queue] = self._queue_counts.get(spec.queue, 0) + 1
                 pending = {u.task_run_id for u in ups if not u.done()}
                 bad = next((u for u in ups if u.done() and not u.state.is_success), None)
                 if pending or bad is not None:
@@ -148,6 +167,63 @@ class Driver:
         self.check_workers({s.queue for s in specs}, force=False)
         return futures
 
+    def _pop_future(self, task_run_id: str) -> TaskFuture[Any] | None:
+        """Forget a pending future (with ``_lock`` held)."""
+        future = self._futures.pop(task_run_id, None)
+        if future is not None:
+            left = self._queue_counts[future.queue] - 1
+            if left:
+                self._queue_counts[future.queue] = left
+            else:
+                del self._queue_counts[future.queue]
+        return future
+
+    def cancel_unsent(self, future: TaskFuture[Any]) -> bool:
+        """End a map's future whose chunk has not gone out yet: it never will (True), or
+        False when its task run was queued (then Redis cancels it)."""
+        with self._lock:
+            if future.done() or future.task_run_id in self._futures or not self._submissions:
+                return False
+            future._set_done(RunState.CANCELLED, None, {
+                "error_type": functions.ERROR_TYPES["cancelled"],
+                "error_message": "cancelled before it was queued"})
+            return True
+
+    def stop_submissions(self, flow_run_ids: set[str] | None, reason: str) -> None:
+        """Stop the background queueing of maps (of ``flow_run_ids`` only, if given): the
+        chunk on its way lands, nothing after it is sent, and the futures never sent end
+        CANCELLED here. Interrupts and cancels call this before cancelling what was sent."""
+        with self._lock:  # (None: those outside flows)
+            chosen = [m for m in self._submissions if m.flow_run_id not in self._flow_threads
+                      ] if flow_run_ids is None else [
+                          m for m in self._submissions if m.flow_run_id in flow_run_ids]
+        for submission in chosen:
+            submission.stop(reason)
+
+    def finish_submissions(self) -> None:
+        """Wait until every map still queueing in the background has queued all of it."""
+        with self._lock:
+            chosen = list(self._submissions)
+        for submission in chosen:
+            submission.join()
+
+    def end_futures(self, futures: list[TaskFuture[Any]], state: RunState, error_type: str,
+                    message: str) -> None:
+        """End the pending ones among ``futures`` here, sent or not (a map that failed or
+        stopped midway), with one shared error; what is held on them fails."""
+        error = {"error_type": error_type, "error_message": message}
+        decisions = []
+        with self._lock:
+            ending = [f for f in futures if not f.done()]
+            for future in ending:
+                self._pop_future(future.task_run_id)
+                decisions.append(self._dependencies.finished(future.task_run_id, False))
+        for future in ending:
+            future._set_done(state, None, error)
+        for decision in decisions:
+            if decision.ready or decision.failed:
+                self._apply(decision, {})
+
     def cancel_task_run(self, task_run_id: str) -> bool:
         """Cancel one task run (dropped if waiting, killed within seconds if running)."""
         dropped, flagged = task_runs.cancel(self.client, self.limits, task_run_ids=[task_run_id],
@@ -160,7 +236,7 @@ class Driver:
         ids = [s.id for s in specs]
         with self._lock:
             for task_run_id in ids:
-                self._futures.pop(task_run_id, None)
+                self._pop_future(task_run_id)
                 self._dependencies.forget(task_run_id)
         try:
             self.cancel_task_runs(ids, f"cancelled: its submit failed ({type(exc).__name__})")
@@ -207,6 +283,8 @@ class Driver:
         """Wait for a future. The listener thread checks on workers and on lost state while
         anyone waits; here only the clock is read, so a waiter never blocks on Redis and
         learns in time when Redis stayed away longer than the partition tolerance."""
+        if future.done():
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.waiting():
             while not future.done():
@@ -214,7 +292,9 @@ class Driver:
                 if remaining is not None and remaining <= 0:
                     return
                 slice_ = CHECK_SECONDS if remaining is None else min(remaining, CHECK_SECONDS)
-                if future._done.wait(slice_):
+                with self.settled:
+                    self.settled.wait_for(future.done, slice_)
+                if future.done():
                     return
                 if not self._listener.is_alive():
                     raise StoreConnectionError(
@@ -253,13 +333,21 @@ class Driver:
         with self._lock:
             if not self._waiting or not self._futures:
                 return
-            pending = [f for f in self._futures.values() if f.task_run_id not in self._inflight]
-        verdict = self._lost_state.check([f.task_run_id for f in pending])
+            # The oldest few (a million pending must not cost a million steps a second).
+            sample = [i for i in itertools.islice(self._futures, PROBE_RUNS + len(self._inflight))
+                      if i not in self._inflight][:PROBE_RUNS]
+            queues = set(self._queue_counts)
+        verdict = self._lost_state.check(sample, everything=self._settled_pending)
         if verdict is not None:
-            self._fail_lost(verdict, pending)
-        self.check_workers({f.queue for f in pending})
+            self._fail_lost(verdict)
+        self.check_workers(queues)
 
-    def _fail_lost(self, verdict: Verdict, pending: list[TaskFuture[Any]]) -> None:
+    def _settled_pending(self) -> list[str]:
+        """Every pending task run whose enqueue has landed."""
+        with self._lock:
+            return [i for i in self._futures if i not in self._inflight]
+
+    def _fail_lost(self, verdict: Verdict) -> None:
         with self._lock:  # what this driver wrote once may be gone: write it again
             self._stored_functions.clear()
         probes.forget_written(self.client)
@@ -268,7 +356,8 @@ class Driver:
             self._fail_locally(verdict.lost, RunState.CRASHED, RUN_LOST,
                                f"was lost: {verdict.cause}; submit it again")
             return
-        names = {f.task_run_id: f.task_name for f in pending}
+        with self._lock:
+            names = {i: f.task_name for i in verdict.lost if (f := self._futures.get(i))}
         for task_run_id in verdict.lost:
             self._complete(task_run_id, RunState.CRASHED, None, {
                 "error_type": RUN_LOST, "error_message":
@@ -279,7 +368,7 @@ class Driver:
                       cause: str) -> None:
         """End futures here without writing to Redis (it lost them, or cannot be reached)."""
         with self._lock:
-            futures = [f for i in task_run_ids if (f := self._futures.pop(i, None))]
+            futures = [f for i in task_run_ids if (f := self._pop_future(i))]
             for future in futures:
                 self._dependencies.finished(future.task_run_id, False)
         for future in futures:
@@ -331,7 +420,7 @@ class Driver:
     def _complete(self, task_run_id: str, state: RunState, payload: bytes | None,
                   error: dict[str, Any]) -> None:
         with self._lock:
-            future = self._futures.pop(task_run_id, None)
+            future = self._pop_future(task_run_id)
             decision = self._dependencies.finished(task_run_id, state.is_success)
         if future is not None:
             future._set_done(state, payload, error)
@@ -346,7 +435,7 @@ class Driver:
             return
         failures: list[tuple[str, str]] = []
         with self._lock:
-            futures = {f.task_run_id: self._futures.pop(f.task_run_id, None)
+            futures = {f.task_run_id: self._pop_future(f.task_run_id)
                        for f in decision.failed}
         for failed in decision.failed:
             future = futures[failed.task_run_id]
@@ -403,6 +492,13 @@ class Driver:
             from flowkit._interrupts import cancel_after_interrupt
 
             cancel_after_interrupt(self)
+        else:  # map() returned before all its chunks were queued: they all are before exit
+            try:
+                self.finish_submissions()
+            except KeyboardInterrupt:
+                from flowkit._interrupts import cancel_after_interrupt
+
+                cancel_after_interrupt(self)
         self._listener.stop()
         self._drop_held_at_exit()
         self.adhoc.close_all()
