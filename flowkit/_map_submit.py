@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from flowkit.errors import ConfigurationError
 from flowkit.states import RunState
+from flowkit.store.functions import ERROR_TYPES
 
 if TYPE_CHECKING:
     from flowkit.driver import Driver
@@ -171,6 +172,54 @@ class _ChunkSender:
             self.pool.shutdown(wait=True)
 
 
+class Submissions:
+    """The maps of one driver still queueing in the background."""
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver, self._active, self._lock = driver, set[MapSubmission](), threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._active)
+
+    def add(self, submission: MapSubmission) -> None:
+        with self._lock:
+            self._active.add(submission)
+
+    def discard(self, submission: MapSubmission) -> None:
+        with self._lock:
+            self._active.discard(submission)
+
+    def stop(self, flow_run_ids: set[str] | None, reason: str) -> None:
+        """Stop the maps of ``flow_run_ids`` (None: those outside flows): the chunk on its
+        way lands, nothing after it goes out, and the futures never sent end CANCELLED.
+        Interrupts and cancels call this before they cancel what was sent."""
+        flows = self.driver._flow_threads
+        with self._lock:
+            chosen = [m for m in self._active if m.flow_run_id not in flows
+                      ] if flow_run_ids is None else [
+                          m for m in self._active if m.flow_run_id in flow_run_ids]
+        for submission in chosen:
+            submission.stop(reason)
+
+    def cancel_unsent(self, future: TaskFuture[Any]) -> bool:
+        """End a map's future whose chunk has not gone out yet: it never will (True), or
+        False when its task run was queued (then Redis cancels it)."""
+        with self.driver._lock:
+            if future.done() or future.task_run_id in self.driver._futures or not self._active:
+                return False
+            future._set_done(RunState.CANCELLED, None, {
+                "error_type": ERROR_TYPES["cancelled"],
+                "error_message": "cancelled before it was queued"})
+            return True
+
+    def finish(self) -> None:
+        """Wait until every map still queueing has queued all of its calls."""
+        with self._lock:
+            chosen = list(self._active)
+        for submission in chosen:
+            submission.join()
+
+
 class MapSubmission:
     """The background queueing of a map's calls past its first ``SYNC_RUNS``."""
 
@@ -184,8 +233,7 @@ class MapSubmission:
         self._thread = threading.Thread(target=self._run, name="flowkit-map", daemon=True)
 
     def start(self) -> None:
-        with self.driver._lock:
-            self.driver._submissions.add(self)
+        self.driver.submissions.add(self)
         self._thread.start()
 
     def join(self) -> None:
@@ -215,8 +263,7 @@ class MapSubmission:
             try:
                 self._settle(error, queued)
             finally:
-                with self.driver._lock:
-                    self.driver._submissions.discard(self)
+                self.driver.submissions.discard(self)
                 self.ended(self.sender.closed_adhoc)
 
     def _settle(self, error: BaseException | None, queued: list[TaskFuture[Any]]) -> None:
@@ -231,7 +278,7 @@ class MapSubmission:
             ids = [f.task_run_id for f in queued]
         elif self._stopping is not None:
             self.driver.end_futures(futures[len(queued):], RunState.CANCELLED,
-                                    "flowkit.errors.CancelledRun", self._stopping)
+                                    ERROR_TYPES["cancelled"], self._stopping)
             return
         else:
             return

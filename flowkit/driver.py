@@ -26,7 +26,8 @@ from flowkit._ids import new_id
 from flowkit._listener import ReplyListener
 from flowkit._local_workers import LocalWorkers
 from flowkit._lost_state import CHECK_SECONDS, PROBE_RUNS, LostStateWatch, Verdict
-from flowkit._rate import ECHO_LINES_PER_SECOND, EchoGate, TokenBucket, summary_line
+from flowkit._map_submit import Submissions
+from flowkit._rate import LogEcho
 from flowkit._threads import raise_in_thread
 from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
 from flowkit.futures import TaskFuture
@@ -39,7 +40,6 @@ from flowkit.store.limits import Limits
 if TYPE_CHECKING:
     import redis
 
-    from flowkit._map_submit import MapSubmission
 
 #: Seconds between checks that some worker serves the queues a driver waits on.
 WORKER_CHECK_SECONDS = 2.0
@@ -79,7 +79,7 @@ class Driver:
         #: Pending futures per queue (the workers check looks at these, not at every future).
         self._queue_counts: dict[str, int] = {}
         #: Maps whose later chunks a background thread is still queueing.
-        self._submissions: set[MapSubmission] = set()
+        self.submissions = Submissions(self)
         #: Task runs whose enqueue is on its way (the lost-state check leaves them alone).
         self._inflight: set[str] = set()
         self._dependencies = DependencyTracker()
@@ -93,7 +93,8 @@ class Driver:
         self.adhoc = AdhocRuns(self)
         self._flow_threads: dict[str, int] = {}
         self._stopping = False
-        self._echo_gate = EchoGate(TokenBucket(ECHO_LINES_PER_SECOND))
+        log_echo = LogEcho(settings.echo_logs)  # run log lines to stderr, rate-limited
+        self.echo, self.echo_summaries = log_echo.echo, log_echo.summaries
         listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
                                   socket_timeout=settings.socket_timeout + 5)
         self._listener = ReplyListener(listener_client, self.reply_key, self._handle,
@@ -170,42 +171,9 @@ class Driver:
     def _pop_future(self, task_run_id: str) -> TaskFuture[Any] | None:
         """Forget a pending future (with ``_lock`` held)."""
         future = self._futures.pop(task_run_id, None)
-        if future is not None:
-            left = self._queue_counts[future.queue] - 1
-            if left:
-                self._queue_counts[future.queue] = left
-            else:
-                del self._queue_counts[future.queue]
+        if future is not None and (left := self._queue_counts.pop(future.queue) - 1):
+            self._queue_counts[future.queue] = left
         return future
-
-    def cancel_unsent(self, future: TaskFuture[Any]) -> bool:
-        """End a map's future whose chunk has not gone out yet: it never will (True), or
-        False when its task run was queued (then Redis cancels it)."""
-        with self._lock:
-            if future.done() or future.task_run_id in self._futures or not self._submissions:
-                return False
-            future._set_done(RunState.CANCELLED, None, {
-                "error_type": functions.ERROR_TYPES["cancelled"],
-                "error_message": "cancelled before it was queued"})
-            return True
-
-    def stop_submissions(self, flow_run_ids: set[str] | None, reason: str) -> None:
-        """Stop the background queueing of maps (of ``flow_run_ids`` only, if given): the
-        chunk on its way lands, nothing after it is sent, and the futures never sent end
-        CANCELLED here. Interrupts and cancels call this before cancelling what was sent."""
-        with self._lock:  # (None: those outside flows)
-            chosen = [m for m in self._submissions if m.flow_run_id not in self._flow_threads
-                      ] if flow_run_ids is None else [
-                          m for m in self._submissions if m.flow_run_id in flow_run_ids]
-        for submission in chosen:
-            submission.stop(reason)
-
-    def finish_submissions(self) -> None:
-        """Wait until every map still queueing in the background has queued all of it."""
-        with self._lock:
-            chosen = list(self._submissions)
-        for submission in chosen:
-            submission.join()
 
     def end_futures(self, futures: list[TaskFuture[Any]], state: RunState, error_type: str,
                     message: str) -> None:
@@ -454,33 +422,6 @@ class Driver:
                 future._set_done(RunState.FAILED, None,
                                  {"error_type": UPSTREAM_FAILED, "error_message": message})
 
-    def echo(self, record: dict[str, str]) -> None:
-        """Print one run log line to this driver's stderr, at most ECHO_LINES_PER_SECOND (a
-        chatty task must not flood a notebook); lines left out are counted and summed up in
-        one line that says where to read them all."""
-        if not self.settings.echo_logs:
-            return
-        flow_run_id = record.get("flow_run_id", "")
-        if record.get("kind") == "log_skipped":  # lines the executor did not forward
-            self._echo_gate.left_out(flow_run_id, int(record.get("count") or 0))
-            return
-        admitted, summaries = self._echo_gate.admit(flow_run_id)
-        self.echo_summaries(summaries)
-        if not admitted:
-            return
-        ts = float(record.get("ts", time.time()))
-        stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
-        who = record.get("name", "")
-        if record.get("task_run_id"):
-            who = f"{who}-{record['task_run_id'][:6]}"
-        sys.stderr.write(f"{stamp} | {record.get('level', 'INFO'):<7} | {who} - "
-                         f"{record.get('message', '')}\n")
-
-    def echo_summaries(self, summaries: list[tuple[str, int]] | None = None) -> None:
-        """Print the "not echoed" lines due (by default: all of them, e.g. as a run ends)."""
-        for flow_run_id, count in self._echo_gate.drain() if summaries is None else summaries:
-            sys.stderr.write(summary_line(flow_run_id or "<id>", count) + "\n")
-
     # -- shutdown ---------------------------------------------------------------------------
     def close(self) -> None:
         """Leave the ad-hoc flow runs still open (each ends now, or by itself when its last
@@ -494,7 +435,7 @@ class Driver:
             cancel_after_interrupt(self)
         else:  # map() returned before all its chunks were queued: they all are before exit
             try:
-                self.finish_submissions()
+                self.submissions.finish()
             except KeyboardInterrupt:
                 from flowkit._interrupts import cancel_after_interrupt
 
@@ -508,7 +449,6 @@ class Driver:
         except Exception:  # Redis away at exit: the run stays as it was, nothing to undo
             pass
         self._local_workers.stop()
-
 
     def _drop_held_at_exit(self) -> None:
         """Task runs still waiting for upstream futures can only be released by this driver:

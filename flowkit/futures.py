@@ -108,6 +108,8 @@ class TaskFuture(Generic[R]):
         """
         if self.done():
             return False
+        if self._driver.submissions.cancel_unsent(self):
+            return True
         return self._driver.cancel_task_run(self.task_run_id)
 
     def claim_interrupt_cancel(self) -> bool:

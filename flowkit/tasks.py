@@ -32,6 +32,8 @@ R = TypeVar("R")
 SUBMIT_CHUNK_BYTES = 4 << 20
 #: ...and of at most this many calls, the first chunk small so that workers start at once.
 FIRST_CHUNK_RUNS, MAX_CHUNK_RUNS = 32, 512
+#: Argument types a parameters preview shows as they are.
+_SCALARS = frozenset({int, float, bool, type(None)})
 #: Pickled calls of one submit kept in memory between validating and sending them.
 KEEP_PICKLED_BYTES = 16 << 20
 
@@ -120,6 +122,7 @@ class Task(Generic[P, R]):
         self._signature = inspect.signature(fn)
         self._param_names = [p.name for p in self._signature.parameters.values()
                              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._secret_params = any(serializers.is_secret_name(n) for n in self._param_names)
         self._policy: CachePolicy | None = None
         if options.cache_policy is not None or options.cache_key_fn is not None:
             from flowkit.caching import resolve_policy
@@ -342,15 +345,14 @@ class Task(Generic[P, R]):
         specs: list[TaskRunSpec] = []
         upstreams: list[list[TaskFuture[Any]]] = []
         size, tags = 0, sorted(self.options.tags)
+        heads = serializers.EnvelopeHeads(driver.key, self.name, digest)
         for index, call in enumerate(prepared):
             body = call.body if call.body is not None else self._dump_body(
                 call.args, call.kwargs, exec_opts)
             task_run_id = call.id
             specs.append(TaskRunSpec(
                 id=task_run_id, flow_run_id=flow_run_id, task_name=self.name, queue=queue,
-                envelope=serializers.build_envelope(driver.key, task_name=self.name,
-                                                    task_run_id=task_run_id, fn_digest=digest,
-                                                    body=body),
+                envelope=heads.build(task_run_id, body),
                 body=body, reply_to=driver.reply_key, parameters=call.preview,
                 tags=tags, retries=self.options.retries,
                 upstream=[f.task_run_id for f in call.upstream],
@@ -370,6 +372,12 @@ class Task(Generic[P, R]):
         return serializers.dumps_call(self.name, args, kwargs, self._param_names, exec_opts)
 
     def _preview(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if (not kwargs and len(args) <= min(len(self._param_names), 50)
+                and not self._secret_params
+                and all(type(a) in _SCALARS or type(a) is str and len(a) < 200 for a in args)):
+            # What json_preview writes for these, without its per-value masking walk.
+            text = json.dumps(dict(zip(self._param_names, args)))
+            return text if len(text) <= 2000 else text[:2000] + "…"
         named = {(self._param_names[i] if i < len(self._param_names) else f"arg{i}"): v
                  for i, v in enumerate(args)}
         named.update(kwargs)

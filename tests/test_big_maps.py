@@ -63,7 +63,7 @@ def test_an_interrupt_while_chunks_go_out_leaves_nothing_queued_or_running(clien
     futures = square.with_options(queue="nobody-serves-this").map(range(20 * BIG))
     driver = get_driver()
     cancel_after_interrupt(driver)  # what a Ctrl-C outside flows does
-    assert not driver._submissions
+    assert not driver.submissions
     # Never sent: ended here at once; queued: ended by their cancel's replies.
     assert flowkit.wait(futures, timeout=20).not_done == set()
     with pytest.raises(CancelledRun):
