@@ -81,13 +81,23 @@ class SigningKey:
     def key_id(self) -> str:
         return hashlib.sha256(b"flowkit-key-id" + self.secret).hexdigest()[:12]
 
+    @cached_property
+    def _pads(self) -> tuple[Any, Any]:
+        """HMAC-SHA256's inner and outer hashes with the padded key already fed in (RFC
+        2104): signing copies them instead of setting the key up again, twice as fast."""
+        secret = self.secret if len(self.secret) <= 64 else hashlib.sha256(self.secret).digest()
+        padded = secret.ljust(64, b"\0")
+        return (hashlib.sha256(bytes(b ^ 0x36 for b in padded)),
+                hashlib.sha256(bytes(b ^ 0x5C for b in padded)))
+
     def sign(self, *parts: bytes) -> bytes:
-        if sum(len(part) for part in parts) <= 64 << 10:  # one C call; large ones unjoined
-            return hmac.digest(self.secret, b"".join(parts), "sha256")
-        mac = hmac.new(self.secret, digestmod=hashlib.sha256)
+        inner_pad, outer_pad = self._pads
+        inner = inner_pad.copy()
         for part in parts:
-            mac.update(part)
-        return mac.digest()
+            inner.update(part)
+        outer = outer_pad.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def load_signing_key(secret: str | None, home: Path) -> SigningKey:
@@ -128,18 +138,22 @@ def dumps_function(fn: Callable[..., Any]) -> tuple[str, bytes]:
 _PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
 
 
-def _is_plain(args: tuple[Any, ...], kwargs: dict[str, Any], options: dict[str, Any]) -> bool:
-    return (all(type(a) in _PLAIN for a in args)
-            and all(type(v) in _PLAIN for v in kwargs.values())
-            and all(type(v) in _PLAIN or type(v) is list and all(type(x) in _PLAIN for x in v)
-                    for v in options.values()))
+def plain_options(options: dict[str, Any]) -> bool:
+    """Whether execution options hold only plain values (no callables, no classes)."""
+    return all(type(v) in _PLAIN or type(v) is list and all(type(x) in _PLAIN for x in v)
+               for v in options.values())
 
 
 def dumps_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-               names: list[str], options: dict[str, Any]) -> bytes:
+               names: list[str], options: dict[str, Any],
+               options_plain: bool | None = None) -> bytes:
     """Pickle a call (arguments and execution options); on failure name what cannot travel.
-    Plain calls skip cloudpickle's per-call Pickler setup (a map's calls are mostly plain)."""
-    if _is_plain(args, kwargs, options):
+    Plain calls skip cloudpickle's per-call Pickler setup (a map's calls are mostly plain);
+    ``options_plain``: :func:`plain_options`, when the caller knows it already."""
+    if options_plain is None:
+        options_plain = plain_options(options)
+    if (options_plain and all(type(a) in _PLAIN for a in args)
+            and all(type(v) in _PLAIN for v in kwargs.values())):
         return pickle.dumps((args, kwargs, options), protocol=cloudpickle.DEFAULT_PROTOCOL)
     try:
         return _dumps((args, kwargs, options))

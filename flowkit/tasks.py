@@ -262,7 +262,7 @@ class Task(Generic[P, R]):
             ArgumentTooLarge: a call's pickled arguments exceed ``max_bytes``.
         """
         prepared = []
-        kept = 0
+        kept, options_plain = 0, serializers.plain_options(exec_opts)
         for index in range(start, stop):
             args, kwargs = calls[index]
             found: list[TaskFuture[Any]] = []
@@ -272,7 +272,7 @@ class Task(Generic[P, R]):
                                  self._preview(args, kwargs))
             if (kept <= KEEP_PICKLED_BYTES or not always_picklable(args, kwargs)
                     or plain_size_bound(args, kwargs) > max_bytes):
-                body = self._dump_body(args, kwargs, exec_opts)
+                body = self._dump_body(args, kwargs, exec_opts, options_plain)
                 if len(body) > max_bytes:
                     raise ArgumentTooLarge(too_large(self.name, index, len(calls), len(body),
                                                       max_bytes, queued_before))
@@ -368,8 +368,9 @@ class Task(Generic[P, R]):
                 chunk_runs = min(2 * chunk_runs, MAX_CHUNK_RUNS)
 
     def _dump_body(self, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   exec_opts: dict[str, Any]) -> bytes:
-        return serializers.dumps_call(self.name, args, kwargs, self._param_names, exec_opts)
+                   exec_opts: dict[str, Any], options_plain: bool | None = None) -> bytes:
+        return serializers.dumps_call(self.name, args, kwargs, self._param_names, exec_opts,
+                                      options_plain)
 
     def _preview(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if (not kwargs and len(args) <= min(len(self._param_names), 50)
