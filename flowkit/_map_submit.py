@@ -212,10 +212,11 @@ class Submissions:
                 "error_message": "cancelled before it was queued"})
             return True
 
-    def finish(self) -> None:
-        """Wait until every map still queueing has queued all of its calls."""
+    def finish(self, flow_run_ids: set[str] | None = None) -> None:
+        """Wait until every map (of ``flow_run_ids``) still queueing has queued it all."""
         with self._lock:
-            chosen = list(self._active)
+            chosen = [m for m in self._active
+                      if flow_run_ids is None or m.flow_run_id in flow_run_ids]
         for submission in chosen:
             submission.join()
 

@@ -75,3 +75,11 @@ def test_an_interrupt_while_chunks_go_out_leaves_nothing_queued_or_running(clien
                == {RunState.CANCELLED}, timeout=20, message="every queued run cancelled")
     assert client.llen(keys.queue("nobody-serves-this")) == 0
     assert len(_written(client)) == len(written)  # nothing went out after the interrupt
+
+
+def test_a_flow_gets_every_result_of_a_map_still_queueing(worker) -> None:
+    @flowkit.flow
+    def total(n: int) -> int:
+        return sum(f.result(timeout=120) for f in square.map(range(n)))
+
+    assert total(BIG) == sum(x * x for x in range(BIG))

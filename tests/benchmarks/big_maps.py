@@ -138,6 +138,7 @@ def profile_map(size: int = 100_000, top: int = 25) -> str:
     took = time.perf_counter() - started
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+    get_driver().submissions.stop(None, "benchmark")  # what is not queued yet never will be
     cancelled = get_driver().cancel_task_runs([f.task_run_id for f in futures], "benchmark")
     reset_driver()
     return f"map() of {size} under cProfile: {took:.2f} s (cancelled {cancelled})\n" + \
