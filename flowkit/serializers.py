@@ -82,7 +82,7 @@ class SigningKey:
         return hashlib.sha256(b"flowkit-key-id" + self.secret).hexdigest()[:12]
 
     @cached_property
-    def _pads(self) -> tuple[Any, Any]:
+    def _pads(self) -> tuple[hashlib._Hash, hashlib._Hash]:
         """HMAC-SHA256's inner and outer hashes with the padded key already fed in (RFC
         2104): signing copies them instead of setting the key up again, twice as fast."""
         secret = self.secret if len(self.secret) <= 64 else hashlib.sha256(self.secret).digest()

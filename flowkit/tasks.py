@@ -210,7 +210,7 @@ class Task(Generic[P, R]):
         digest, blob = self._function_blob()
         if adhoc is not None and any(call.upstream for call in prepared):
             adhoc.note_held(flow_run_id)
-        sender = _ChunkSender(driver, self._cache_options(), futures,  # type: ignore[arg-type]
+        sender = _ChunkSender(driver, self._cache_options(), futures,
                               adhoc.record(flow_run_id) if adhoc is not None else None)
         try:
             driver.store_function(digest, blob)
