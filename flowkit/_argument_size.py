@@ -19,11 +19,15 @@ def plain_size_bound(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
                       else 16 for v in values) + sum(len(k) for k in kwargs)
 
 
-def too_large(task_name: str, index: int, count: int, size: int, limit: int) -> str:
+def too_large(task_name: str, index: int, count: int, size: int, limit: int,
+              queued_before: bool = False) -> str:
+    """The refusal's message (``queued_before``: a late chunk of a map that was queued in
+    part, and that part is cancelled)."""
     which = f"call {index + 1} of {count}" if count > 1 else "its call"
+    outcome = ("the calls before it are cancelled" if queued_before else "nothing was queued")
     return (f"task {task_name!r}: {which} pickles to {human_bytes(size)} ({size} bytes), "
             f"over FLOWKIT_MAX_ARGUMENT_BYTES={limit}; pass a path or URL to the data "
-            "instead (or raise the limit); nothing was queued")
+            f"instead (or raise the limit); {outcome}")
 
 
 def always_picklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:

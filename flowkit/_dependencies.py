@@ -8,6 +8,7 @@ running, and so does everything held on it, transitively.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,21 @@ class DependencyTracker:
     def _cascade(self, failed_id: str, decision: Decision) -> None:
         more = self.finished(failed_id, success=False)
         decision.failed += more.failed
+
+
+def refuse_summary_upstreams(task_names: list[str], upstreams: list[list[Any]]) -> None:
+    """Refuse calls given the future of a run kept as a summary (``keep="summary"``): its
+    result reached its driver and is not kept in Redis, where the worker would look.
+
+    Raises:
+        ConfigurationError: naming both tasks and what to pass instead.
+    """
+    from flowkit.errors import ConfigurationError
+
+    for name, ups in zip(task_names, upstreams, strict=True):
+        kept = next((u for u in ups if u.keep == "summary"), None)
+        if kept is not None:
+            raise ConfigurationError(
+                f"task {name!r} was given the future of a {kept.task_name!r} run kept as a "
+                f"summary (keep='summary'): its result is not kept in Redis for other tasks; "
+                f"pass future.result() instead")

@@ -21,6 +21,14 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
+def new_ids(count: int) -> list[str]:
+    """``count`` new run ids at once: one read of the random source for a whole map."""
+    if count == 1:
+        return [new_id()]
+    text = secrets.token_hex(8 * count)
+    return [text[i:i + 16] for i in range(0, 16 * count, 16)]
+
+
 def is_run_id(text: object) -> bool:
     """Whether ``text`` has the shape of a run id, so a lookup may build a key from it."""
     return (isinstance(text, str) and 0 < len(text) <= MAX_RUN_ID_LENGTH

@@ -41,6 +41,7 @@ def cancel_after_interrupt(driver: Driver, flow_run_ids: set[str] | None = None)
         cell = driver.adhoc.current_cell_run()
         flow_run_ids = {cell} if cell else set()
     try:
+        driver.submissions.stop(flow_run_ids, INTERRUPT_MESSAGE)  # nothing more goes out
         cancel_futures(driver, driver.unfinished_adhoc(flow_run_ids))
     except Exception as exc:  # Redis away: say so, the KeyboardInterrupt goes on regardless
         sys.stderr.write(f"flowkit: interrupted, but could not cancel the work it started: "
@@ -52,6 +53,7 @@ def cancel_flow_after_interrupt(driver: Driver, flow_run_id: str) -> None:
     from flowkit.store import task_runs
 
     try:
+        driver.submissions.stop({flow_run_id}, INTERRUPT_MESSAGE)  # nothing more goes out
         dropped, flagged = task_runs.cancel(driver.client, driver.limits,
                                             flow_run_id=flow_run_id, message=INTERRUPT_MESSAGE)
         report(dropped, flagged)

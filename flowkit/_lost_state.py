@@ -17,6 +17,7 @@ server's identity (``flowkit/store/server.py``) and an EXISTS per task run probe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -50,13 +51,16 @@ class LostStateWatch:
         self.client, self.baseline = client, baseline
         self._suspects: set[str] = set()
 
-    def check(self, pending: list[str]) -> Verdict | None:
-        """One round trip (two when the server changed); None while nothing is lost."""
+    def check(self, pending: list[str],
+              everything: Callable[[], list[str]] | None = None) -> Verdict | None:
+        """One round trip (two when the server changed); None while nothing is lost.
+        ``everything``: all pending ids, asked for only when the server changed (a driver
+        with a million pending passes the oldest few as ``pending`` and this)."""
         probed = pending[:PROBE_RUNS]
         now, missing = self._probe(probed)
         changed = now != self.baseline
-        if changed and len(pending) > len(probed):
-            _, missing = self._probe(pending)
+        if changed and (len(pending) > len(probed) or everything is not None):
+            _, missing = self._probe(everything() if everything is not None else pending)
         if now.epoch != self.baseline.epoch:
             return self._everything_lost(now, missing)
         if changed:

@@ -7,6 +7,7 @@ driver's reply stream should not crowd out the completion messages in the same s
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -93,3 +94,37 @@ class EchoGate:
 def summary_line(flow_run_id: str, count: int) -> str:
     """What a driver prints for lines it did not echo."""
     return (f"flowkit: {count} log lines not echoed; see `flowkit run logs {flow_run_id}`")
+
+
+class LogEcho:
+    """Echoes run log lines to the driver's stderr, at most ECHO_LINES_PER_SECOND."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled, self.gate = enabled, EchoGate(TokenBucket(ECHO_LINES_PER_SECOND))
+
+    def echo(self, record: dict[str, str]) -> None:
+        """Print one run log line to this driver's stderr, at most ECHO_LINES_PER_SECOND (a
+        chatty task must not flood a notebook); lines left out are counted and summed up in
+        one line that says where to read them all."""
+        if not self.enabled:
+            return
+        flow_run_id = record.get("flow_run_id", "")
+        if record.get("kind") == "log_skipped":  # lines the executor did not forward
+            self.gate.left_out(flow_run_id, int(record.get("count") or 0))
+            return
+        admitted, summaries = self.gate.admit(flow_run_id)
+        self.summaries(summaries)
+        if not admitted:
+            return
+        ts = float(record.get("ts", time.time()))
+        stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
+        who = record.get("name", "")
+        if record.get("task_run_id"):
+            who = f"{who}-{record['task_run_id'][:6]}"
+        sys.stderr.write(f"{stamp} | {record.get('level', 'INFO'):<7} | {who} - "
+                         f"{record.get('message', '')}\n")
+
+    def summaries(self, summaries: list[tuple[str, int]] | None = None) -> None:
+        """Print the "not echoed" lines due (by default: all of them, e.g. as a run ends)."""
+        for flow_run_id, count in self.gate.drain() if summaries is None else summaries:
+            sys.stderr.write(summary_line(flow_run_id or "<id>", count) + "\n")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import sys
 import threading
@@ -17,15 +18,17 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from flowkit import _replies as replies
 from flowkit import serializers
 from flowkit._adhoc import AdhocRuns
-from flowkit._dependencies import Decision, DependencyTracker
+from flowkit._dependencies import Decision, DependencyTracker, refuse_summary_upstreams
 from flowkit._driver_heartbeat import DriverHeartbeat
 from flowkit._ids import new_id
 from flowkit._listener import ReplyListener
 from flowkit._local_workers import LocalWorkers
-from flowkit._lost_state import CHECK_SECONDS, LostStateWatch, Verdict
-from flowkit._rate import ECHO_LINES_PER_SECOND, EchoGate, TokenBucket, summary_line
+from flowkit._lost_state import CHECK_SECONDS, PROBE_RUNS, LostStateWatch, Verdict
+from flowkit._map_submit import Submissions
+from flowkit._rate import LogEcho
 from flowkit._threads import raise_in_thread
 from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
 from flowkit.futures import TaskFuture
@@ -37,6 +40,7 @@ from flowkit.store.limits import Limits
 
 if TYPE_CHECKING:
     import redis
+
 
 #: Seconds between checks that some worker serves the queues a driver waits on.
 WORKER_CHECK_SECONDS = 2.0
@@ -71,6 +75,12 @@ class Driver:
         self.reply_key = keys.reply(self.driver_id)
         self.pid = os.getpid()
         self._futures: dict[str, TaskFuture[Any]] = {}
+        #: Futures end under this one Condition, and waiters wait on it (none has its own).
+        self.settled = threading.Condition(threading.Lock())
+        #: Pending futures per queue (the workers check looks at these, not at every future).
+        self._queue_counts: dict[str, int] = {}
+        #: Maps whose later chunks a background thread is still queueing.
+        self.submissions = Submissions(self)
         #: Task runs whose enqueue is on its way (the lost-state check leaves them alone).
         self._inflight: set[str] = set()
         self._dependencies = DependencyTracker()
@@ -84,7 +94,8 @@ class Driver:
         self.adhoc = AdhocRuns(self)
         self._flow_threads: dict[str, int] = {}
         self._stopping = False
-        self._echo_gate = EchoGate(TokenBucket(ECHO_LINES_PER_SECOND))
+        log_echo = LogEcho(settings.echo_logs)  # run log lines to stderr, rate-limited
+        self.echo, self.echo_summaries = log_echo.echo, log_echo.summaries
         listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
                                   socket_timeout=settings.socket_timeout + 5)
         self._listener = ReplyListener(listener_client, self.reply_key, self._handle,
@@ -111,24 +122,28 @@ class Driver:
 
     def submit(self, specs: list[task_runs.TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
                cache: task_runs.CacheOptions | None = None,
-               adhoc: task_runs.AdhocRecord | None = None) -> list[TaskFuture[Any]]:
+               adhoc: task_runs.AdhocRecord | None = None,
+               futures: list[TaskFuture[Any]] | None = None) -> list[TaskFuture[Any]]:
         """Write and queue task runs; those with unfinished upstream futures wait here.
-        ``adhoc``: the call's ad-hoc run, recorded by the same enqueue."""
-        for spec, ups in zip(specs, upstreams):
-            kept = next((u for u in ups if u.keep == "summary"), None)
-            if kept is not None:
-                raise ConfigurationError(
-                    f"task {spec.task_name!r} was given the future of a {kept.task_name!r} "
-                    f"run kept as a summary (keep='summary'): its result is not kept in "
-                    f"Redis for other tasks; pass future.result() instead")
-        futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
+        ``adhoc``: the call's ad-hoc run, recorded by the same enqueue. ``futures``: made
+        before (a map's); one already ended (cancelled before it was sent) is left out."""
+        refuse_summary_upstreams([s.task_name for s in specs], upstreams)
+        if futures is None:
+            futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
         failed_upstream: list[tuple[str, TaskFuture[Any]]] = []
         with self._lock:
+            if any(f.done() for f in futures):
+                kept = [i for i, f in enumerate(futures) if not f.done()]
+                specs, futures = [specs[i] for i in kept], [futures[i] for i in kept]
+                upstreams = [upstreams[i] for i in kept]
+                if not specs:
+                    return []
             for spec, future, ups in zip(specs, futures, upstreams):
                 future.cache_key = spec.cache_key
                 future.flow_run_id = spec.flow_run_id
                 future.keep = spec.keep
                 self._futures[spec.id] = future
+                self._queue_counts[spec.queue] = self._queue_counts.get(spec.queue, 0) + 1
                 pending = {u.task_run_id for u in ups if not u.done()}
                 bad = next((u for u in ups if u.done() and not u.state.is_success), None)
                 if pending or bad is not None:
@@ -156,6 +171,30 @@ class Driver:
         self.check_workers({s.queue for s in specs}, force=False)
         return futures
 
+    def _pop_future(self, task_run_id: str) -> TaskFuture[Any] | None:
+        """Forget a pending future (with ``_lock`` held)."""
+        future = self._futures.pop(task_run_id, None)
+        if future is not None and (left := self._queue_counts.pop(future.queue) - 1):
+            self._queue_counts[future.queue] = left
+        return future
+
+    def end_futures(self, futures: list[TaskFuture[Any]], state: RunState, error_type: str,
+                    message: str) -> None:
+        """End the pending ones among ``futures`` here, sent or not (a map that failed or
+        stopped midway), with one shared error; what is held on them fails."""
+        error = {"error_type": error_type, "error_message": message}
+        decisions = []
+        with self._lock:
+            ending = [f for f in futures if not f.done()]
+            for future in ending:
+                self._pop_future(future.task_run_id)
+                decisions.append(self._dependencies.finished(future.task_run_id, False))
+        for future in ending:
+            future._set_done(state, None, error)
+        for decision in decisions:
+            if decision.ready or decision.failed:
+                self._apply(decision, {})
+
     def cancel_task_run(self, task_run_id: str) -> bool:
         """Cancel one task run (dropped if waiting, killed within seconds if running)."""
         dropped, flagged = task_runs.cancel(self.client, self.limits, task_run_ids=[task_run_id],
@@ -168,7 +207,7 @@ class Driver:
         ids = [s.id for s in specs]
         with self._lock:
             for task_run_id in ids:
-                self._futures.pop(task_run_id, None)
+                self._pop_future(task_run_id)
                 self._dependencies.forget(task_run_id)
         try:
             self.cancel_task_runs(ids, f"cancelled: its submit failed ({type(exc).__name__})")
@@ -215,6 +254,8 @@ class Driver:
         """Wait for a future. The listener thread checks on workers and on lost state while
         anyone waits; here only the clock is read, so a waiter never blocks on Redis and
         learns in time when Redis stayed away longer than the partition tolerance."""
+        if future.done():
+            return
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.waiting():
             while not future.done():
@@ -222,7 +263,9 @@ class Driver:
                 if remaining is not None and remaining <= 0:
                     return
                 slice_ = CHECK_SECONDS if remaining is None else min(remaining, CHECK_SECONDS)
-                if future._done.wait(slice_):
+                with self.settled:
+                    self.settled.wait_for(future.done, slice_)
+                if future.done():
                     return
                 if not self._listener.is_alive():
                     raise StoreConnectionError(
@@ -261,13 +304,21 @@ class Driver:
         with self._lock:
             if not self._waiting or not self._futures:
                 return
-            pending = [f for f in self._futures.values() if f.task_run_id not in self._inflight]
-        verdict = self._lost_state.check([f.task_run_id for f in pending])
+            # The oldest few (a million pending must not cost a million steps a second).
+            sample = [i for i in itertools.islice(self._futures, PROBE_RUNS + len(self._inflight))
+                      if i not in self._inflight][:PROBE_RUNS]
+            queues = set(self._queue_counts)
+        verdict = self._lost_state.check(sample, everything=self._settled_pending)
         if verdict is not None:
-            self._fail_lost(verdict, pending)
-        self.check_workers({f.queue for f in pending})
+            self._fail_lost(verdict)
+        self.check_workers(queues)
 
-    def _fail_lost(self, verdict: Verdict, pending: list[TaskFuture[Any]]) -> None:
+    def _settled_pending(self) -> list[str]:
+        """Every pending task run whose enqueue has landed."""
+        with self._lock:
+            return [i for i in self._futures if i not in self._inflight]
+
+    def _fail_lost(self, verdict: Verdict) -> None:
         with self._lock:  # what this driver wrote once may be gone: write it again
             self._stored_functions.clear()
         probes.forget_written(self.client)
@@ -276,7 +327,8 @@ class Driver:
             self._fail_locally(verdict.lost, RunState.CRASHED, RUN_LOST,
                                f"was lost: {verdict.cause}; submit it again")
             return
-        names = {f.task_run_id: f.task_name for f in pending}
+        with self._lock:
+            names = {i: f.task_name for i in verdict.lost if (f := self._futures.get(i))}
         for task_run_id in verdict.lost:
             self._complete(task_run_id, RunState.CRASHED, None, {
                 "error_type": RUN_LOST, "error_message":
@@ -287,7 +339,7 @@ class Driver:
                       cause: str) -> None:
         """End futures here without writing to Redis (it lost them, or cannot be reached)."""
         with self._lock:
-            futures = [f for i in task_run_ids if (f := self._futures.pop(i, None))]
+            futures = [f for i in task_run_ids if (f := self._pop_future(i))]
             for future in futures:
                 self._dependencies.finished(future.task_run_id, False)
         for future in futures:
@@ -330,26 +382,13 @@ class Driver:
             self.echo({k.decode(): v.decode("utf-8", "replace") for k, v in fields.items()})
         elif kind == b"done":
             self.echo_summaries()
-            for i in range(1, int(fields[b"n"]) + 1):
-                self._complete_from(fields, b":%d" % i)
-
-    def _complete_from(self, fields: dict[bytes, bytes], suffix: bytes) -> None:
-        """Resolve the future of one outcome of a 'done' message (its fields carry the
-        outcome's number, ``id:1``, ``state:1``..., see base.lua's reply_done)."""
-        error: dict[str, Any] = {}
-        for name in (b"error_type", b"error_message", b"traceback", b"exception"):
-            value = fields.get(name + suffix)
-            if value is not None:
-                error[name.decode()] = value if name == b"exception" else value.decode(
-                    "utf-8", "replace")
-        self._complete(fields[b"id" + suffix].decode(),
-                       RunState(fields[b"state" + suffix].decode()),
-                       fields.get(b"result" + suffix), error)
+            for task_run_id, state, payload, error in replies.outcomes(fields):
+                self._complete(task_run_id, state, payload, error)
 
     def _complete(self, task_run_id: str, state: RunState, payload: bytes | None,
                   error: dict[str, Any]) -> None:
         with self._lock:
-            future = self._futures.pop(task_run_id, None)
+            future = self._pop_future(task_run_id)
             decision = self._dependencies.finished(task_run_id, state.is_success)
         if future is not None:
             future._set_done(state, payload, error)
@@ -364,7 +403,7 @@ class Driver:
             return
         failures: list[tuple[str, str]] = []
         with self._lock:
-            futures = {f.task_run_id: self._futures.pop(f.task_run_id, None)
+            futures = {f.task_run_id: self._pop_future(f.task_run_id)
                        for f in decision.failed}
         for failed in decision.failed:
             future = futures[failed.task_run_id]
@@ -383,33 +422,6 @@ class Driver:
                 future._set_done(RunState.FAILED, None,
                                  {"error_type": UPSTREAM_FAILED, "error_message": message})
 
-    def echo(self, record: dict[str, str]) -> None:
-        """Print one run log line to this driver's stderr, at most ECHO_LINES_PER_SECOND (a
-        chatty task must not flood a notebook); lines left out are counted and summed up in
-        one line that says where to read them all."""
-        if not self.settings.echo_logs:
-            return
-        flow_run_id = record.get("flow_run_id", "")
-        if record.get("kind") == "log_skipped":  # lines the executor did not forward
-            self._echo_gate.left_out(flow_run_id, int(record.get("count") or 0))
-            return
-        admitted, summaries = self._echo_gate.admit(flow_run_id)
-        self.echo_summaries(summaries)
-        if not admitted:
-            return
-        ts = float(record.get("ts", time.time()))
-        stamp = time.strftime("%H:%M:%S", time.localtime(ts)) + f".{int(ts % 1 * 1000):03d}"
-        who = record.get("name", "")
-        if record.get("task_run_id"):
-            who = f"{who}-{record['task_run_id'][:6]}"
-        sys.stderr.write(f"{stamp} | {record.get('level', 'INFO'):<7} | {who} - "
-                         f"{record.get('message', '')}\n")
-
-    def echo_summaries(self, summaries: list[tuple[str, int]] | None = None) -> None:
-        """Print the "not echoed" lines due (by default: all of them, e.g. as a run ends)."""
-        for flow_run_id, count in self._echo_gate.drain() if summaries is None else summaries:
-            sys.stderr.write(summary_line(flow_run_id or "<id>", count) + "\n")
-
     # -- shutdown ---------------------------------------------------------------------------
     def close(self) -> None:
         """Leave the ad-hoc flow runs still open (each ends now, or by itself when its last
@@ -421,6 +433,13 @@ class Driver:
             from flowkit._interrupts import cancel_after_interrupt
 
             cancel_after_interrupt(self)
+        else:  # map() returned before all its chunks were queued: they all are before exit
+            try:
+                self.submissions.finish()
+            except KeyboardInterrupt:
+                from flowkit._interrupts import cancel_after_interrupt
+
+                cancel_after_interrupt(self)
         self._listener.stop()
         self._drop_held_at_exit()
         self.adhoc.close_all()
@@ -430,7 +449,6 @@ class Driver:
         except Exception:  # Redis away at exit: the run stays as it was, nothing to undo
             pass
         self._local_workers.stop()
-
 
     def _drop_held_at_exit(self) -> None:
         """Task runs still waiting for upstream futures can only be released by this driver:

@@ -64,6 +64,7 @@ def run_bound(flow: Flow[..., Any], bound: inspect.BoundArguments,
             _raise_unhandled_task_failure(ctx)
         except BaseException as exc:
             state = _final_state(exc)
+            _settle_submissions(driver, flow_run_id, exc)
             if state is RunState.FAILED and attempt <= flow.retries:
                 _announce_retry(driver, flow, flow_run_id, attempt, exc, ctx)
                 attempt += 1
@@ -175,6 +176,17 @@ class _AsyncExceptionGuard:
         self.timer.cancel()
         if self.fired.is_set():  # clear an exception set but not yet delivered
             raise_in_thread(self.thread_id, None)
+
+
+def _settle_submissions(driver: Driver, flow_run_id: str, exc: BaseException) -> None:
+    """The flow's maps still queueing in the background: a cancelled or interrupted flow
+    stops them (nothing more goes out); one that failed queues them whole first, as if
+    ``map()`` had queued everything before returning."""
+    if isinstance(exc, (KeyboardInterrupt, CancelledRun)):
+        driver.submissions.stop({flow_run_id}, f"cancelled: its flow run {flow_run_id} was "
+                                               "cancelled while its map was being queued")
+    else:
+        driver.submissions.finish({flow_run_id})
 
 
 def _final_state(exc: BaseException) -> RunState:

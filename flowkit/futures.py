@@ -35,24 +35,30 @@ class ResultRef:
 class TaskFuture(Generic[R]):
     """The eventual result of one task run executing on a worker."""
 
-    def __init__(self, driver: Driver, task_run_id: str, task_name: str, queue: str) -> None:
+    # Slots, and no Event, Lock or list of its own: a 1,000,000-task map keeps a million of
+    # these pending, so each holds only its fields; waiting and completion share the
+    # driver's one Condition (``driver.settled``).
+    __slots__ = ("_driver", "task_run_id", "task_name", "queue", "_final_state", "_payload",
+                 "_error", "_value", "_callbacks", "observed", "cache_key", "flow_run_id",
+                 "keep", "_interrupt_cancelled")
+
+    def __init__(self, driver: Driver, task_run_id: str, task_name: str, queue: str,
+                 flow_run_id: str = "") -> None:
         self._driver = driver
         self.task_run_id = task_run_id
         self.task_name = task_name
         self.queue = queue
-        self._done = threading.Event()
         self._final_state: RunState | None = None
         self._payload: bytes | None = None
-        self._error: dict[str, str | bytes] = {}
+        self._error: dict[str, str | bytes] | None = None
         self._value: Any = _MISSING
-        self._callbacks: list[Callable[[TaskFuture[R]], None]] = []
-        self._lock = threading.Lock()
+        self._callbacks: list[Callable[[TaskFuture[R]], None]] | None = None
         #: True once the caller looked at the outcome (result() or exception()).
         self.observed = False
         #: The run's cache key ("" when the task does not cache).
         self.cache_key = ""
         #: The flow run it belongs to (a flow's, or the ad-hoc run of its call or cell).
-        self.flow_run_id = ""
+        self.flow_run_id = flow_run_id
         #: What Redis keeps of the run once it succeeds ("full" or "summary").
         self.keep = "full"
         self._interrupt_cancelled = False
@@ -63,19 +69,23 @@ class TaskFuture(Generic[R]):
     # -- completion, called by the driver's listener thread --------------------------------
     def _set_done(self, state: RunState, payload: bytes | None = None,
                   error: dict[str, Any] | None = None) -> None:
-        with self._lock:
-            if self._done.is_set():
+        settled = self._driver.settled
+        with settled:
+            if self._final_state is not None:
                 return
-            self._final_state, self._payload, self._error = state, payload, error or {}
-            self._done.set()
-            callbacks, self._callbacks = self._callbacks, []
-        for callback in callbacks:
+            self._payload, self._error = payload, error or None
+            self._final_state = state  # last: done() reads it without the lock
+            callbacks, self._callbacks = self._callbacks, None
+            settled.notify_all()
+        for callback in callbacks or ():
             callback(self)
 
     def add_done_callback(self, fn: Callable[[TaskFuture[R]], None]) -> None:
         """Call ``fn(future)`` when the run ends (at once if it already has)."""
-        with self._lock:
-            if not self._done.is_set():
+        with self._driver.settled:
+            if self._final_state is None:
+                if self._callbacks is None:
+                    self._callbacks = []
                 self._callbacks.append(fn)
                 return
         fn(self)
@@ -83,7 +93,7 @@ class TaskFuture(Generic[R]):
     # -- the public surface ---------------------------------------------------------------
     def done(self) -> bool:
         """True when the task run reached a terminal state."""
-        return self._done.is_set()
+        return self._final_state is not None
 
     @property
     def state(self) -> RunState:
@@ -100,12 +110,14 @@ class TaskFuture(Generic[R]):
         """
         if self.done():
             return False
+        if self._driver.submissions.cancel_unsent(self):
+            return True
         return self._driver.cancel_task_run(self.task_run_id)
 
     def claim_interrupt_cancel(self) -> bool:
         """True once for an unfinished future: an interrupt cancels it (and counts it) once."""
-        with self._lock:
-            if self._done.is_set() or self._interrupt_cancelled:
+        with self._driver.settled:
+            if self._final_state is not None or self._interrupt_cancelled:
                 return False
             self._interrupt_cancelled = True
             return True
@@ -156,7 +168,7 @@ class TaskFuture(Generic[R]):
         return self._build_exception()
 
     def _build_exception(self) -> BaseException:
-        error = self._error
+        error = self._error or {}
         exc_type = str(error.get("error_type", ""))
         message = str(error.get("error_message", ""))
         remote_tb = str(error.get("traceback", ""))

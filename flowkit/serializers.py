@@ -15,6 +15,7 @@ import hmac
 import io
 import json
 import os
+import pickle
 import platform
 import secrets
 import socket
@@ -23,6 +24,7 @@ import types
 from collections import ChainMap
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -75,15 +77,27 @@ class SigningKey:
 
     secret: bytes
 
-    @property
+    @cached_property  # (once per key: a map signs a million envelopes)
     def key_id(self) -> str:
         return hashlib.sha256(b"flowkit-key-id" + self.secret).hexdigest()[:12]
 
+    @cached_property
+    def _pads(self) -> tuple[hashlib._Hash, hashlib._Hash]:
+        """HMAC-SHA256's inner and outer hashes with the padded key already fed in (RFC
+        2104): signing copies them instead of setting the key up again, twice as fast."""
+        secret = self.secret if len(self.secret) <= 64 else hashlib.sha256(self.secret).digest()
+        padded = secret.ljust(64, b"\0")
+        return (hashlib.sha256(bytes(b ^ 0x36 for b in padded)),
+                hashlib.sha256(bytes(b ^ 0x5C for b in padded)))
+
     def sign(self, *parts: bytes) -> bytes:
-        mac = hmac.new(self.secret, digestmod=hashlib.sha256)
+        inner_pad, outer_pad = self._pads
+        inner = inner_pad.copy()
         for part in parts:
-            mac.update(part)
-        return mac.digest()
+            inner.update(part)
+        outer = outer_pad.copy()
+        outer.update(inner.digest())
+        return outer.digest()
 
 
 def load_signing_key(secret: str | None, home: Path) -> SigningKey:
@@ -120,9 +134,27 @@ def dumps_function(fn: Callable[..., Any]) -> tuple[str, bytes]:
     return hashlib.sha256(blob).hexdigest(), blob
 
 
+#: Values the standard pickler writes exactly as cloudpickle does (no code, no classes).
+_PLAIN = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def plain_options(options: dict[str, Any]) -> bool:
+    """Whether execution options hold only plain values (no callables, no classes)."""
+    return all(type(v) in _PLAIN or type(v) is list and all(type(x) in _PLAIN for x in v)
+               for v in options.values())
+
+
 def dumps_call(task_name: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-               names: list[str], options: dict[str, Any]) -> bytes:
-    """Pickle a call (arguments and execution options); on failure name what cannot travel."""
+               names: list[str], options: dict[str, Any],
+               options_plain: bool | None = None) -> bytes:
+    """Pickle a call (arguments and execution options); on failure name what cannot travel.
+    Plain calls skip cloudpickle's per-call Pickler setup (a map's calls are mostly plain);
+    ``options_plain``: :func:`plain_options`, when the caller knows it already."""
+    if options_plain is None:
+        options_plain = plain_options(options)
+    if (options_plain and all(type(a) in _PLAIN for a in args)
+            and all(type(v) in _PLAIN for v in kwargs.values())):
+        return pickle.dumps((args, kwargs, options), protocol=cloudpickle.DEFAULT_PROTOCOL)
     try:
         return _dumps((args, kwargs, options))
     except Exception as exc:
@@ -154,6 +186,28 @@ def build_envelope(key: SigningKey, *, task_name: str, task_run_id: str, fn_dige
         "key_id": key.key_id,
     }, separators=(",", ":")).encode()
     return b"".join((MAGIC, _LEN.pack(len(header)), header, key.sign(header, body)))
+
+
+class EnvelopeHeads:
+    """Builds the signed heads of many envelopes of one task and function, byte for byte
+    what :func:`build_envelope` writes, with the JSON encoded once (not once per call)."""
+
+    def __init__(self, key: SigningKey, task_name: str, fn_digest: str) -> None:
+        marker = "\x00id\x00"
+        text = json.dumps({
+            "flowkit": __version__, "python": PYTHON_VERSION, "cloudpickle": CLOUDPICKLE_VERSION,
+            "task": task_name, "task_run_id": marker, "fn": fn_digest, "size": 0,
+            "key_id": key.key_id}, separators=(",", ":"))
+        head, tail = text.split(json.dumps(marker))
+        middle, end = tail.split('"size":0')
+        self.key, self.parts = key, (head.encode(), (middle + '"size":').encode(), end.encode())
+
+    def build(self, task_run_id: str, body: bytes) -> bytes:
+        head, middle, end = self.parts
+        plain = task_run_id.isascii() and task_run_id.isalnum()  # (flowkit's own ids are hex)
+        quoted = b'"' + task_run_id.encode() + b'"' if plain else json.dumps(task_run_id).encode()
+        header = b"".join((head, quoted, middle, str(len(body)).encode(), end))
+        return b"".join((MAGIC, _LEN.pack(len(header)), header, self.key.sign(header, body)))
 
 
 @dataclass(frozen=True)
@@ -277,6 +331,11 @@ def json_preview(value: Any, limit: int = 2000) -> str:
         return repr(obj)[:200]
     text = json.dumps(mask(value), default=str)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether a parameter of this name is masked in previews."""
+    return _is_secret_name(name)
 
 
 def _is_secret_name(name: str) -> bool:

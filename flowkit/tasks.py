@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import inspect
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, ParamSpec, TypeVar, overload
 
@@ -13,6 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flowkit import serializers
 from flowkit._argument_size import always_picklable, plain_size_bound, too_large
+from flowkit._map_submit import SYNC_RUNS, MapCalls, MapSubmission, _ChunkSender
+from flowkit._map_submit import unmapped as unmapped
 from flowkit.context import flow_run_ctx, task_run_ctx
 from flowkit.errors import ArgumentTooLarge, ConfigurationError
 from flowkit.futures import ResultRef, TaskFuture
@@ -20,7 +23,7 @@ from flowkit.futures import ResultRef, TaskFuture
 if TYPE_CHECKING:
     from flowkit.caching import CacheKey, CachePolicy
     from flowkit.driver import Driver
-    from flowkit.store.task_runs import AdhocRecord, CacheOptions, TaskRunSpec
+    from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -30,6 +33,8 @@ R = TypeVar("R")
 SUBMIT_CHUNK_BYTES = 4 << 20
 #: ...and of at most this many calls, the first chunk small so that workers start at once.
 FIRST_CHUNK_RUNS, MAX_CHUNK_RUNS = 32, 512
+#: Argument types a parameters preview shows as they are.
+_SCALARS = frozenset({int, float, bool, type(None)})
 #: Pickled calls of one submit kept in memory between validating and sending them.
 KEEP_PICKLED_BYTES = 16 << 20
 
@@ -90,13 +95,6 @@ class TaskOptions(BaseModel):
         return value
 
 
-class unmapped(Generic[R]):  # noqa: N801 - Prefect's name
-    """Wraps an argument of :meth:`Task.map` that every call receives whole."""
-
-    def __init__(self, value: R) -> None:
-        self.value = value
-
-
 def _replace_futures(value: Any, found: list[TaskFuture[Any]], depth: int = 0) -> Any:
     """Swap futures (also inside lists, tuples, sets and dicts) for ResultRefs."""
     if isinstance(value, TaskFuture):
@@ -129,6 +127,7 @@ class Task(Generic[P, R]):
         self._signature = inspect.signature(fn)
         self._param_names = [p.name for p in self._signature.parameters.values()
                              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._secret_params = any(serializers.is_secret_name(n) for n in self._param_names)
         self._policy: CachePolicy | None = None
         if options.cache_policy is not None or options.cache_key_fn is not None:
             from flowkit.caching import resolve_policy
@@ -159,16 +158,19 @@ class Task(Generic[P, R]):
 
     def submit(self, *args: P.args, **kwargs: P.kwargs) -> TaskFuture[R]:
         """Queue one call for a worker and return its future (nothing waits)."""
-        return self._submit_calls([(args, kwargs)])[0]
+        return self._submit_calls(MapCalls.single(args, kwargs))[0]
 
     def map(self, *args: Any, **kwargs: Any) -> list[TaskFuture[R]]:
         """Queue one call per element of the iterable arguments (``unmapped`` ones are whole).
 
+        The first 992 calls are checked and queued before this returns; a background thread
+        queues the rest in order (a call refused there fails every future of the map, and
+        what was queued is cancelled).
+
         Raises:
             ConfigurationError: no argument is iterable, or they differ in length.
         """
-        calls = _expand_map(self.name, args, kwargs)
-        return self._submit_calls(calls)
+        return self._submit_calls(MapCalls.of_map(self.name, args, kwargs))
 
     # -- internals --------------------------------------------------------------------------
     def _function_blob(self) -> tuple[str, bytes]:
@@ -186,8 +188,10 @@ class Task(Generic[P, R]):
                 "timeout_seconds": opts.timeout_seconds, "log_prints": opts.log_prints,
                 "queue": opts.queue}
 
-    def _submit_calls(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]]
-                      ) -> list[TaskFuture[R]]:
+    def _submit_calls(self, calls: MapCalls) -> list[TaskFuture[R]]:
+        """Validate and queue the first SYNC_RUNS calls here; a background MapSubmission
+        queues the rest (the futures exist at once, each sent with its chunk)."""
+        from flowkit._ids import new_ids
         from flowkit.driver import get_driver
 
         driver = get_driver()
@@ -199,56 +203,87 @@ class Task(Generic[P, R]):
             log_prints = bool(flow_ctx and flow_ctx.log_prints)
         queue = self.options.queue or driver.settings.default_queue
         exec_opts = {**self._execution_options(), "log_prints": log_prints, "queue": queue}
+        parameters = flow_ctx.parameters if flow_ctx else {}
+        max_bytes = driver.settings.max_argument_bytes
+        head = min(len(calls), SYNC_RUNS)
+        futures = _new_futures(driver, new_ids(len(calls)), self.name, queue, flow_run_id)
         # Everything that can refuse the call (pickling, sizes, cache keys) runs before any
         # record is written: a refused call leaves nothing behind.
-        prepared = self._prepare(calls, exec_opts, flow_run_id,
-                                 flow_ctx.parameters if flow_ctx else {},
-                                 driver.settings.max_argument_bytes)
+        prepared = self._prepare(calls, futures, 0, head, exec_opts, flow_run_id, parameters,
+                                 max_bytes)
         digest, blob = self._function_blob()
         if adhoc is not None and any(call.upstream for call in prepared):
             adhoc.note_held(flow_run_id)
-        sender = _ChunkSender(driver, self._cache_options(),
+        sender = _ChunkSender(driver, self._cache_options(), futures,
                               adhoc.record(flow_run_id) if adhoc is not None else None)
         try:
             driver.store_function(digest, blob)
-            futures = self._send(driver, sender, prepared, exec_opts, flow_run_id, queue, digest)
+            self._send(driver, sender, prepared, exec_opts, flow_run_id, queue, digest,
+                       last=head == len(calls))
         except BaseException:
             if adhoc is not None:
                 adhoc.failed(flow_run_id)
+                adhoc.call_ended(flow_run_id, closed=sender.closed_adhoc)
             raise
-        finally:
+        if head == len(calls):
             if adhoc is not None:
                 adhoc.call_ended(flow_run_id, closed=sender.closed_adhoc)
+        else:
+            self._submit_rest(driver, sender, calls, head, exec_opts, flow_run_id, queue, digest,
+                              parameters, max_bytes)
         if flow_ctx is not None:
             flow_ctx.futures.extend(futures)
         return futures
 
-    def _prepare(self, calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-                 exec_opts: dict[str, Any], flow_run_id: str,
-                 flow_parameters: dict[str, Any], max_bytes: int) -> list[_PreparedCall]:
-        """Pickle (and key) every call first: one that cannot travel, is larger than
-        ``max_bytes`` pickled, or cannot be hashed for its cache key, raises before anything
-        is queued. Past KEEP_PICKLED_BYTES the bytes are dropped and pickled again when sent:
-        cheaper than holding a whole large map.
+    def _submit_rest(self, driver: Driver, sender: _ChunkSender, calls: MapCalls, head: int,
+                     exec_opts: dict[str, Any], flow_run_id: str, queue: str, digest: str,
+                     parameters: dict[str, Any], max_bytes: int) -> None:
+        """Hand the calls past ``head`` to a background MapSubmission, built chunk by chunk."""
+        adhoc = None if flow_run_ctx.get() else driver.adhoc
+
+        def send_range(start: int, stop: int, last: bool) -> None:
+            prepared = self._prepare(calls, sender.all_futures, start, stop, exec_opts,
+                                     flow_run_id, parameters, max_bytes, queued_before=True)
+            if adhoc is not None and any(call.upstream for call in prepared):
+                adhoc.note_held(flow_run_id)
+            self._send_chunks(driver, sender, prepared, exec_opts, flow_run_id, queue, digest,
+                              last=last, chunk_runs=len(prepared))
+            calls.release(start, stop)
+
+        def ended(closed: bool) -> None:
+            if adhoc is not None:
+                adhoc.call_ended(flow_run_id, closed=closed)
+
+        MapSubmission(driver, sender, flow_run_id, self.name, send_range, head, len(calls),
+                      ended).start()
+
+    def _prepare(self, calls: MapCalls, futures: list[TaskFuture[Any]], start: int, stop: int,
+                 exec_opts: dict[str, Any],
+                 flow_run_id: str, flow_parameters: dict[str, Any], max_bytes: int,
+                 queued_before: bool = False) -> list[_PreparedCall]:
+        """Pickle (and key) calls ``start`` to ``stop`` first: one that cannot travel, is
+        larger than ``max_bytes`` pickled, or cannot be hashed for its cache key, raises
+        before any of them is queued. Past KEEP_PICKLED_BYTES the bytes are dropped and
+        pickled again when sent: cheaper than holding a whole large map.
 
         Raises:
             ArgumentTooLarge: a call's pickled arguments exceed ``max_bytes``.
         """
-        from flowkit._ids import new_id
-
         prepared = []
-        kept = 0
-        for index, (args, kwargs) in enumerate(calls):
+        kept, options_plain = 0, serializers.plain_options(exec_opts)
+        for index in range(start, stop):
+            args, kwargs = calls[index]
             found: list[TaskFuture[Any]] = []
             args = tuple(_replace_futures(a, found) for a in args)
             kwargs = {k: _replace_futures(v, found) for k, v in kwargs.items()}
-            call = _PreparedCall(new_id(), args, kwargs, found, self._preview(args, kwargs))
+            call = _PreparedCall(futures[index].task_run_id, args, kwargs, found,
+                                 self._preview(args, kwargs))
             if (kept <= KEEP_PICKLED_BYTES or not always_picklable(args, kwargs)
                     or plain_size_bound(args, kwargs) > max_bytes):
-                body = self._dump_body(args, kwargs, exec_opts)
+                body = self._dump_body(args, kwargs, exec_opts, options_plain)
                 if len(body) > max_bytes:
                     raise ArgumentTooLarge(too_large(self.name, index, len(calls), len(body),
-                                                      max_bytes))
+                                                      max_bytes, queued_before))
                 kept += len(body)
                 call.body = body if kept <= KEEP_PICKLED_BYTES else None
             if self._policy is not None:
@@ -279,16 +314,18 @@ class Task(Generic[P, R]):
             refresh=bool(self.options.refresh_cache))
 
     def _send(self, driver: Driver, sender: _ChunkSender, prepared: list[_PreparedCall],
-              exec_opts: dict[str, Any], flow_run_id: str, queue: str,
-              digest: str) -> list[TaskFuture[R]]:
-        """Sign and queue chunk by chunk: workers start on the first chunk while later ones are
-        still being signed, and a sender thread writes one chunk to Redis while this thread
-        signs the next (hashing and socket writes release the GIL)."""
+              exec_opts: dict[str, Any], flow_run_id: str, queue: str, digest: str,
+              last: bool) -> None:
+        """Sign and queue the first calls chunk by chunk: workers start on the first chunk
+        while later ones are still being signed, a sender thread writing one chunk to Redis
+        while this thread signs the next."""
         try:
-            self._send_chunks(driver, sender, prepared, exec_opts, flow_run_id, queue, digest)
-            return sender.futures()
+            self._send_chunks(driver, sender, prepared, exec_opts, flow_run_id, queue, digest,
+                              last=last)
+            sender.wait()
         except BaseException as exc:
             sent = sender.drain()  # every chunk in flight is in Redis before anything else
+            sender.close()
             if isinstance(exc, KeyboardInterrupt):
                 if flow_run_ctx.get() is None:  # (in a flow, the flow's cancel takes it all)
                     from flowkit._interrupts import cancel_futures
@@ -305,25 +342,27 @@ class Task(Generic[P, R]):
                 except Exception:  # best effort: Redis may refuse this too (full, away)
                     pass
             raise
+        if last:
+            sender.close()
 
     def _send_chunks(self, driver: Driver, sender: _ChunkSender, prepared: list[_PreparedCall],
-                     exec_opts: dict[str, Any], flow_run_id: str, queue: str,
-                     digest: str) -> None:
+                     exec_opts: dict[str, Any], flow_run_id: str, queue: str, digest: str,
+                     last: bool, chunk_runs: int = FIRST_CHUNK_RUNS) -> None:
         from flowkit.store.task_runs import TaskRunSpec
 
         specs: list[TaskRunSpec] = []
         upstreams: list[list[TaskFuture[Any]]] = []
-        size, chunk_runs = 0, FIRST_CHUNK_RUNS
+        size, tags = 0, sorted(self.options.tags)
+        heads = serializers.EnvelopeHeads(driver.key, self.name, digest)
         for index, call in enumerate(prepared):
             body = call.body if call.body is not None else self._dump_body(
                 call.args, call.kwargs, exec_opts)
+            task_run_id = call.id
             specs.append(TaskRunSpec(
-                id=call.id, flow_run_id=flow_run_id, task_name=self.name, queue=queue,
-                envelope=serializers.build_envelope(driver.key, task_name=self.name,
-                                                    task_run_id=call.id, fn_digest=digest,
-                                                    body=body),
+                id=task_run_id, flow_run_id=flow_run_id, task_name=self.name, queue=queue,
+                envelope=heads.build(task_run_id, body),
                 body=body, reply_to=driver.reply_key, parameters=call.preview,
-                tags=sorted(self.options.tags), retries=self.options.retries,
+                tags=tags, retries=self.options.retries,
                 upstream=[f.task_run_id for f in call.upstream],
                 cache_key=call.cache_key.key if call.cache_key else "",
                 cache_parts=json.dumps(call.cache_key.parts) if call.cache_key else "",
@@ -331,21 +370,42 @@ class Task(Generic[P, R]):
             upstreams.append(call.upstream)
             prepared[index] = _SENT  # the call now lives in its spec only
             size += len(body)
-            if (size >= SUBMIT_CHUNK_BYTES or len(specs) >= chunk_runs
-                    or index == len(prepared) - 1):
-                sender.send(specs, upstreams, last=index == len(prepared) - 1)
+            end = index == len(prepared) - 1
+            if size >= SUBMIT_CHUNK_BYTES or len(specs) >= chunk_runs or end:
+                sender.send(specs, upstreams, last=last and end)
                 specs, upstreams, size = [], [], 0
                 chunk_runs = min(2 * chunk_runs, MAX_CHUNK_RUNS)
 
     def _dump_body(self, args: tuple[Any, ...], kwargs: dict[str, Any],
-                   exec_opts: dict[str, Any]) -> bytes:
-        return serializers.dumps_call(self.name, args, kwargs, self._param_names, exec_opts)
+                   exec_opts: dict[str, Any], options_plain: bool | None = None) -> bytes:
+        return serializers.dumps_call(self.name, args, kwargs, self._param_names, exec_opts,
+                                      options_plain)
 
     def _preview(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        if (not kwargs and len(args) <= min(len(self._param_names), 50)
+                and not self._secret_params
+                and all(type(a) in _SCALARS or type(a) is str and len(a) < 200 for a in args)):
+            # What json_preview writes for these, without its per-value masking walk.
+            text = json.dumps(dict(zip(self._param_names, args)))
+            return text if len(text) <= 2000 else text[:2000] + "…"
         named = {(self._param_names[i] if i < len(self._param_names) else f"arg{i}"): v
                  for i, v in enumerate(args)}
         named.update(kwargs)
         return serializers.json_preview(named)
+
+
+def _new_futures(driver: Driver, ids: list[str], name: str, queue: str,
+                 flow_run_id: str) -> list[TaskFuture[Any]]:
+    """A map's futures. The cyclic collector is paused meanwhile: a million new objects
+    would set off its passes again and again (half the time), and futures hold no cycles."""
+    paused = gc.isenabled() and len(ids) > 10_000
+    if paused:
+        gc.disable()
+    try:
+        return [TaskFuture(driver, i, name, queue, flow_run_id) for i in ids]
+    finally:
+        if paused:
+            gc.enable()
 
 
 @dataclass
@@ -362,96 +422,6 @@ class _PreparedCall:
 
 
 _SENT = _PreparedCall("", (), {}, [], "")
-
-
-class _ChunkSender:
-    """Queues chunks of a submit in order: the first at once, later ones from a thread.
-
-    Outside flows every chunk carries the call's ad-hoc run record (written by the first);
-    a call sent in one chunk closes its run in that same enqueue.
-    """
-
-    def __init__(self, driver: Driver, cache: CacheOptions,
-                 adhoc: AdhocRecord | None = None) -> None:
-        self.driver = driver
-        self.cache = cache
-        self.adhoc = adhoc
-        self.closed_adhoc = False
-        self.pool: Any = None
-        self.pending: list[Any] = []
-
-    def send(self, specs: list[TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
-             last: bool = False) -> None:
-        adhoc = self.adhoc
-        if adhoc is not None:
-            from flowkit.store.task_runs import AdhocRecord
-
-            close = adhoc.close and last and not self.pending
-            adhoc = AdhocRecord(adhoc.name, close=close)
-            self.closed_adhoc = close
-        if self.pool is None and self.pending:
-            from concurrent.futures import ThreadPoolExecutor
-
-            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowkit-submit")
-        if self.pool is None:
-            self.pending.append(self.driver.submit(specs, upstreams, self.cache, adhoc))
-        else:
-            self.pending.append(self.pool.submit(self.driver.submit, specs, upstreams,
-                                                 self.cache, adhoc))
-
-    def futures(self) -> list[TaskFuture[Any]]:
-        """All futures, in call order, once every chunk is queued (re-raises a send error)."""
-        try:
-            out: list[TaskFuture[Any]] = []
-            for item in self.pending:
-                out.extend(item if isinstance(item, list) else item.result())
-            return out
-        finally:
-            if self.pool is not None:
-                self.pool.shutdown(wait=True)
-
-    def drain(self) -> list[TaskFuture[Any]]:
-        """After a failure or an interrupt: wait for the chunks in flight; the futures of
-        every chunk that was queued."""
-        out: list[TaskFuture[Any]] = []
-        for item in self.pending:
-            if isinstance(item, list):
-                out.extend(item)
-                continue
-            try:
-                out.extend(item.result())
-            except Exception:  # that chunk was not queued
-                pass
-        if self.pool is not None:
-            self.pool.shutdown(wait=True)
-        return out
-
-
-def _expand_map(name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
-                ) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
-    def is_mapped(value: Any) -> bool:
-        return (not isinstance(value, (unmapped, str, bytes, bytearray, dict))
-                and isinstance(value, Iterable))
-
-    arg_values = [list(v) if is_mapped(v) else v for v in args]
-    kw_values = {k: (list(v) if is_mapped(v) else v) for k, v in kwargs.items()}
-    lengths = {len(v) for v, raw in zip(arg_values, args) if is_mapped(raw)}
-    lengths |= {len(kw_values[k]) for k, raw in kwargs.items() if is_mapped(raw)}
-    if not lengths:
-        raise ConfigurationError(f"task {name!r}.map() needs at least one iterable argument; "
-                                 "use .submit() for a single call")
-    if len(lengths) > 1:
-        raise ConfigurationError(f"task {name!r}.map() got iterables of different lengths "
-                                 f"{sorted(lengths)}; wrap constant arguments in unmapped()")
-    (count,) = lengths
-
-    def pick(raw: Any, value: Any, i: int) -> Any:
-        if isinstance(raw, unmapped):
-            return raw.value
-        return value[i] if is_mapped(raw) else value
-
-    return [(tuple(pick(r, v, i) for r, v in zip(args, arg_values)),
-             {k: pick(kwargs[k], kw_values[k], i) for k in kwargs}) for i in range(count)]
 
 
 @overload

@@ -83,7 +83,9 @@ def _states(client: Any, ids: list[str]) -> dict[str, int]:
 def test_cancelling_20000_queued_task_runs_never_blocks_redis(workers, client,
                                                               redis_url) -> None:
     bulk = identity.with_options(queue="bulk").map(range(QUEUED))
-    assert client.llen(keys.queue("bulk")) == QUEUED
+    # map() returns once its first chunks are queued; the rest follows in the background.
+    wait_until(lambda: client.llen(keys.queue("bulk")) == QUEUED, timeout=120,
+               message="the whole map queued")
     workers.start("other", concurrency=1)
     workers.wait_registered(client, "other")
     others = sleep_then.with_options(queue="other").map([0.02] * 150, value=1)

@@ -11,6 +11,7 @@ import flowkit
 from flowkit import unmapped
 from flowkit.store import keys, task_runs
 
+from conftest import wait_until
 from tasks_for_tests import fail_first_time, sleep_then
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,9 @@ def test_a_due_retry_starts_within_its_delay_behind_a_10k_backlog(workers, clien
     flaky = fail_first_time.with_options(retries=1, retry_delay_seconds=DELAY).submit(
         str(tmp_path / "flaky"))
     backlog = sleep_then.map([0.005] * BACKLOG, value=unmapped(0))  # >= 50 s of work
-    assert client.llen(keys.queue("default")) == BACKLOG + 1
+    # map() returns once its first chunks are queued; the rest follows in the background.
+    wait_until(lambda: client.llen(keys.queue("default")) == BACKLOG + 1, timeout=120,
+               message="the whole backlog queued")
     workers.start("default", concurrency=1)
     try:
         assert flaky.result(timeout=DELAY + 15) == "ran 2 times"

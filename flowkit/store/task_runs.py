@@ -290,7 +290,8 @@ def read_result(client: redis.Redis, task_run_id: str) -> bytes | None:
     pipe.hget(keys.task_run(task_run_id), "result")
     pipe.get(keys.result(task_run_id))
     inline, stored = call(client, pipe.execute)
-    return inline if inline is not None else stored
+    found: bytes | None = inline if inline is not None else stored
+    return found
 
 
 def get_task_state(client: redis.Redis, task_run_id: str) -> RunState | None:
