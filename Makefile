@@ -9,7 +9,7 @@ DEV := $(VENV)/.installed-dev
 CONSTRAINTS := deploy/constraints.txt
 PIP := $(BIN)/python -m pip install --disable-pip-version-check -c $(CONSTRAINTS)
 
-.PHONY: demo test test-fast lint bench typecheck screenshots browser faketime clean constraints
+.PHONY: demo test test-fast lint bench bench-big typecheck screenshots browser faketime clean constraints
 
 $(BIN)/python:
 	@echo "==> creating the virtual environment $(VENV)"
@@ -78,7 +78,12 @@ screenshots: $(DEV) browser
 ## when every figure was measured and checked).
 bench: $(DEV)
 	$(BIN)/python tests/benchmarks/run_bench.py --json bench-results.json
+	$(BIN)/python tests/benchmarks/big_maps.py --sizes 100000 --json big-maps.json
 	$(BIN)/python tests/benchmarks/readme_table.py bench-results.json README.md
+
+## A 1,000,000-task map (keep="summary") to completion: time and peak memory (about 20 min).
+bench-big: $(DEV)
+	$(BIN)/python tests/benchmarks/big_maps.py --sizes 1000000 --keep summary --json big-maps-1m.json
 
 ## Re-pin deploy/constraints.txt to the newest releases the ranges in pyproject.toml allow
 ## (then run make test before committing it).
@@ -90,4 +95,4 @@ constraints:
 	mv $(CONSTRAINTS).new $(CONSTRAINTS) && rm -rf build/constraints-venv
 
 clean:
-	rm -rf $(VENV) build *.egg-info bench-results.json
+	rm -rf $(VENV) build *.egg-info bench-results.json big-maps*.json

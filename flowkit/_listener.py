@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 READ_COUNT, BLOCK_MS = 2000, 1000
 #: A listener quiet for longer than one blocking read and this many seconds is cut off.
 QUIET_GRACE_SECONDS = 1.5
+#: The stream is trimmed of what was read after this many entries or seconds.
+TRIM_EVERY, TRIM_SECONDS = 1000, 1.0
 #: Longest pause between two tries to reach an unreachable Redis.
 MAX_BACKOFF_SECONDS = 2.0
 
@@ -44,6 +46,7 @@ class ReplyListener:
         self.periodic, self.period = periodic, period
         self._stopping = False
         self._last_ok = time.monotonic()
+        self._untrimmed, self._trimmed_at = 0, 0.0
         self._thread = threading.Thread(target=self._run, name="flowkit-listener", daemon=True)
 
     def start(self) -> None:
@@ -57,10 +60,13 @@ class ReplyListener:
         return self._thread.is_alive()
 
     def silent_for(self) -> float:
-        """Seconds since Redis last answered, once that is longer than a healthy read takes
-        (0.0 while connected)."""
-        quiet = time.monotonic() - self._last_ok
-        return quiet if quiet > BLOCK_MS / 1000 + QUIET_GRACE_SECONDS else 0.0
+        """Seconds since Redis should have answered (a blocking read returns within BLOCK_MS
+        even when there is nothing to read), once that is longer than QUIET_GRACE_SECONDS
+        (0.0 while connected). Counted from the end of the read's block, not from its start:
+        a partition that began mid-read began after it was sent, so the driver never judges
+        a silence longer than the one it lived through."""
+        quiet = time.monotonic() - self._last_ok - BLOCK_MS / 1000
+        return quiet if quiet > QUIET_GRACE_SECONDS else 0.0
 
     def _run(self) -> None:
         last, failures, next_check = "0-0", 0, 0.0
@@ -88,10 +94,16 @@ class ReplyListener:
         for _, fields in entries:
             self._dispatch(fields)
         last: str = entries[-1][0].decode()
-        try:
-            self.client.xtrim(self.stream, minid=last, approximate=True)
-        except Exception:  # trimming is housekeeping: the next read trims further
-            pass
+        self._untrimmed += len(entries)
+        now = time.monotonic()
+        # Trimming is housekeeping: once per TRIM_EVERY entries or TRIM_SECONDS, not after
+        # every read (a round trip each: under a stream of small replies, half the driver's).
+        if self._untrimmed >= TRIM_EVERY or now - self._trimmed_at >= TRIM_SECONDS:
+            try:
+                self.client.xtrim(self.stream, minid=last, approximate=True)
+                self._untrimmed, self._trimmed_at = 0, now
+            except Exception:  # the next read trims further
+                pass
         return last
 
     def _on_failure(self, exc: Exception, failures: int) -> None:

@@ -10,8 +10,8 @@ def test_it_starts_one_at_a_time_and_batches_fast_tasks() -> None:
     policy = BatchPolicy()
     assert policy.batch_size == 1
     for _ in range(100):
-        policy.observe(0.0001)  # 0.1 ms tasks: the whole ones in 2 ms, plus one held in hand
-    assert policy.batch_size == int(0.002 / policy.mean_seconds) + 1 == 20
+        policy.observe(0.0001)  # 0.1 ms tasks: the whole ones in 5 ms, plus one held in hand
+    assert policy.batch_size == int(0.005 / policy.mean_seconds) + 1 == 50
     for _ in range(40):
         policy.observe(0.000001)
     assert policy.batch_size == policy.max_batch

@@ -12,6 +12,9 @@ one ``flowkit worker start -c 2`` per size, then maps ``bench_tasks.noop`` over 
 - ``peak_rss_mb``: the driver's peak RSS (VmHWM) at the end; ``redis_peak_mb``: the highest
   ``used_memory`` sampled every 0.5 s while the map ran.
 - ``total_s``: from calling ``map()`` until every future is done; then every result is checked.
+- ``redis_b_per_run``: Redis ``used_memory`` growth from just before ``map()`` until every run
+  finished, divided by ``n``: what a finished no-op task run costs with its full history
+  (``keep="full"``) or as a summary (``keep="summary"``: counters, and failures only).
 
 ``--profile`` also runs cProfile around one 100,000-task ``map()`` call (workers stopped, so it
 measures submission only) and prints where the time goes.
@@ -85,7 +88,7 @@ def _queued(client: redis.Redis, flow_run_id: str) -> int:
 
 
 def measure_big_maps(redis_url: str, workers_env: dict[str, str], size: int,
-                     home: Path) -> dict[str, float]:
+                     home: Path, keep: str = "full") -> dict[str, Any]:
     """Start 2 local workers, map ``size`` no-op tasks, wait for all; the figures above."""
     import flowkit
     from flowkit.driver import get_driver, reset_driver
@@ -101,10 +104,12 @@ def measure_big_maps(redis_url: str, workers_env: dict[str, str], size: int,
         get_driver()  # connect outside the measured window
         assert [f.result(timeout=60) for f in bench_tasks.noop.map(range(20))] == list(range(20))
         values = range(size)
+        task = bench_tasks.noop.with_options(keep=keep)
         with _RedisMemory(client) as memory:
+            used_before = int(client.info("memory")["used_memory"])
             rss_before = _rss_bytes()
             started = time.perf_counter()
-            futures = bench_tasks.noop.map(values)
+            futures = task.map(values)
             returned = time.perf_counter()
             flow_run_id = futures[0].flow_run_id
             wait_until(lambda: _queued(client, flow_run_id) >= size, 600, "all queued")
@@ -115,7 +120,10 @@ def measure_big_maps(redis_url: str, workers_env: dict[str, str], size: int,
         wrong = sum(1 for i, f in enumerate(futures) if f.result() != i)
         if wrong:
             raise AssertionError(f"{wrong} of {size} results were wrong")
-        return {"size": size, "map_return_s": returned - started,
+        _check_records(client, flow_run_id, size, keep)
+        used_after = int(client.info("memory")["used_memory"])
+        return {"size": size, "keep": keep, "map_return_s": returned - started,
+                "redis_b_per_run": (used_after - used_before) / size,
                 "all_queued_s": queued - started,
                 "rss_per_future_b": (rss_queued - rss_before) / size,
                 "total_s": finished - started, "peak_rss_mb": _rss_bytes("VmHWM") / 2**20,
@@ -123,6 +131,23 @@ def measure_big_maps(redis_url: str, workers_env: dict[str, str], size: int,
     finally:
         reset_driver()
         stop_procs(workers)
+
+
+def _check_records(client: redis.Redis, flow_run_id: str, size: int, keep: str) -> None:
+    """The figure is what it claims: all runs counted completed, and records kept as asked
+    (every one with its history for "full", none for "summary")."""
+    from flowkit.store import flow_runs, keys, task_runs
+
+    run = flow_runs.get_flow_run(client, flow_run_id) or {}
+    if int(run.get("n_completed") or 0) != size:
+        raise AssertionError(f"the flow run counts {run.get('n_completed')} completed, not {size}")
+    sample = [i.decode() for i in client.lrange(keys.flow_run_tasks(flow_run_id), 0, 99)]
+    kept = sum(client.exists(keys.task_run(i)) for i in sample)
+    if keep == "summary" and kept:
+        raise AssertionError(f"keep='summary' kept {kept} of 100 sampled records")
+    if keep == "full" and (kept != len(sample) or any(
+            len(task_runs.get_history(client, i)) != 2 for i in sample)):
+        raise AssertionError("keep='full' lost records or history entries")
 
 
 def profile_map(size: int = 100_000, top: int = 25) -> str:
@@ -145,13 +170,13 @@ def profile_map(size: int = 100_000, top: int = 25) -> str:
         out.getvalue()
 
 
-def _print_table(rows: list[dict[str, float]]) -> None:
-    columns = ("size", "map_return_s", "all_queued_s", "rss_per_future_b", "total_s",
-               "peak_rss_mb", "redis_peak_mb")
+def _print_table(rows: list[dict[str, Any]]) -> None:
+    columns = ("size", "keep", "map_return_s", "all_queued_s", "rss_per_future_b", "total_s",
+               "peak_rss_mb", "redis_peak_mb", "redis_b_per_run")
     print(" | ".join(f"{c:>16}" for c in columns))
     for row in rows:
-        print(" | ".join(f"{row[c]:>16,.0f}" if c == "size" else f"{row[c]:>16.2f}"
-                         for c in columns))
+        print(" | ".join(f"{row[c]:>16,.0f}" if c == "size" else f"{row[c]:>16}" if c == "keep"
+                         else f"{row[c]:>16.2f}" for c in columns))
 
 
 def main() -> int:
@@ -159,12 +184,15 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=Path("big_maps.json"),
                         help="write the results here as JSON (default: %(default)s)")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
+    parser.add_argument("--keep", nargs="+", default=["full", "summary"],
+                        choices=["full", "summary"], help="what Redis keeps of each run")
     parser.add_argument("--profile", action="store_true", help="also profile a map() call")
     args = parser.parse_args()
     from flowkit.embedded import free_port, start_server
 
-    rows: list[dict[str, float]] = []
+    rows: list[dict[str, Any]] = []
     report: dict[str, Any] = {}
+    loadavg_start = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="flowkit-bigmap-", ignore_cleanup_errors=True) as tmp:
         info = start_server(Path(tmp), port=free_port(), detach=False, record=False)
         try:
@@ -176,8 +204,9 @@ def main() -> int:
                 report["profile"] = profile_map()
                 print(report["profile"])
             for size in args.sizes:
-                rows.append(measure_big_maps(info.url(), env, size, Path(tmp)))
-                _print_table(rows)
+                for keep in args.keep:
+                    rows.append(measure_big_maps(info.url(), env, size, Path(tmp), keep))
+                    _print_table(rows)
         finally:
             os.kill(info.pid, signal.SIGTERM)
             try:
@@ -185,6 +214,7 @@ def main() -> int:
             except (ChildProcessError, TimeoutError):
                 pass
     report["results"] = rows
+    report["machine"] = {"nproc": os.cpu_count(), "loadavg_start": loadavg_start}
     args.json.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")
     return 0

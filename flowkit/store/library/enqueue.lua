@@ -77,10 +77,11 @@ register('enqueue', function(_, args)
       local job = K.rq_job(id)
       local body = {}
       if a[i + 2] ~= '' then body = {'flowkit_body', a[i + 2]} end
-      redis.call('HSET', job, 'created_at', a[9], 'enqueued_at', a[9],
-        'data', a[7] .. id .. a[8], 'origin', queue, 'timeout', -1,
-        'description', 'flowkit task ' .. task_name .. ' (' .. id .. ')',
-        'status', queued and 'queued' or 'deferred', 'flowkit_envelope', a[i + 1], unpack(body))
+      -- What a stock RQ worker needs to run it (no description or enqueued_at: RQ does
+      -- without, and they cost every task run a string and two fields).
+      redis.call('HSET', job, 'created_at', a[9], 'data', a[7] .. id .. a[8], 'origin', queue,
+        'timeout', -1, 'status', queued and 'queued' or 'deferred',
+        'flowkit_envelope', a[i + 1], unpack(body))
       if queued then table.insert(queued_ids, id) end
       pending = pending + 1
     end
