@@ -24,6 +24,9 @@ if TYPE_CHECKING:
     from flowkit.futures import TaskFuture
     from flowkit.store.task_runs import AdhocRecord, CacheOptions, TaskRunSpec
 
+#: A map is sent in chunks of at most this many calls (tasks.py also bounds their bytes), the
+#: first chunk small so that workers start at once.
+FIRST_CHUNK_RUNS, MAX_CHUNK_RUNS = 32, 512
 #: Calls a map validates and queues before it returns (five chunks: 32, 64, ... 512).
 SYNC_RUNS = 992
 #: Chunks handed to the sending thread and not yet in Redis, at most.
@@ -246,8 +249,6 @@ class MapSubmission:
         self._thread.join()
 
     def _run(self) -> None:
-        from flowkit.tasks import MAX_CHUNK_RUNS
-
         error: BaseException | None = None
         try:
             for start in range(self.start_at, self.count, MAX_CHUNK_RUNS):

@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flowkit import serializers
 from flowkit._argument_size import always_picklable, plain_size_bound, too_large
-from flowkit._map_submit import SYNC_RUNS, MapCalls, MapSubmission, _ChunkSender
+from flowkit._map_submit import (
+    FIRST_CHUNK_RUNS,
+    MAX_CHUNK_RUNS,
+    SYNC_RUNS,
+    MapCalls,
+    MapSubmission,
+    _ChunkSender,
+)
 from flowkit._map_submit import unmapped as unmapped
 from flowkit.context import flow_run_ctx, task_run_ctx
 from flowkit.errors import ArgumentTooLarge, ConfigurationError
@@ -29,10 +36,9 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
-#: A map is signed and sent in chunks of about this many bytes of pickled calls.
+#: A map is signed and sent in chunks of about this many bytes of pickled calls (and of at
+#: most _map_submit.MAX_CHUNK_RUNS calls).
 SUBMIT_CHUNK_BYTES = 4 << 20
-#: ...and of at most this many calls, the first chunk small so that workers start at once.
-FIRST_CHUNK_RUNS, MAX_CHUNK_RUNS = 32, 512
 #: Argument types a parameters preview shows as they are.
 _SCALARS = frozenset({int, float, bool, type(None)})
 #: Pickled calls of one submit kept in memory between validating and sending them.
