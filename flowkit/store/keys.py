@@ -122,7 +122,8 @@ def flow_run(flow_run_id: str) -> str:
 
 
 def flow_run_tasks(flow_run_id: str) -> str:
-    """Sorted set of a flow run's task run ids by submission order."""
+    """List of a flow run's task run ids in submission order (a sorted set before issue 9:
+    readers of runs recorded then handle both, see task_runs.index_page and base.lua)."""
     return f"{FLOW_RUN_PREFIX}{flow_run_id}:tasks"
 
 
@@ -161,6 +162,12 @@ def processing(executor_id: str) -> str:
     return PROCESSING_PREFIX + executor_id
 
 
+def legacy_task_run_history(task_run_id: str) -> str:
+    """List of JSON state transitions of a task run recorded before issue 9 (newer runs keep
+    their history inside their record): read and pruned for runs recorded then."""
+    return f"{TASK_RUN_PREFIX}{task_run_id}:history"
+
+
 def last_claim(executor_id: str) -> str:
     """String: an executor's last claim, ``<token>|<id>,<id>...`` (expiring), so that a claim
     sent twice (its reply lost) answers with the same task runs instead of taking more."""
@@ -189,8 +196,9 @@ def cache_index(task_name: str) -> str:
 
 #: Key builders the Lua library gets, by name (``K.<name>(id)`` there).
 LUA_BUILDERS: tuple[Callable[[str], str], ...] = (
-    queue, bell, queue_stats, rq_job, task_run, result, flow_run, flow_run_tasks,
-    flow_runs_in_state, flow_runs_named, logs, worker, processing, last_claim, cache,
+    queue, bell, queue_stats, rq_job, task_run, legacy_task_run_history, result, flow_run,
+    flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, last_claim,
+    cache,
     cache_lock, cache_waiters, cache_index, queue_workers, driver, reply,
 )
 

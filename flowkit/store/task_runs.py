@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from flowkit._ids import is_run_id
+from flowkit.errors import StoreError
 from flowkit.states import RunState
 from flowkit.store import functions, keys, task_records
 from flowkit.store._codec import decode
@@ -223,8 +224,7 @@ def _cancel_targets(client: redis.Redis, flow_run_id: str,
         return
     offset, page = 0, 10_000
     while True:
-        ids = call(client, client.lrange, keys.flow_run_tasks(flow_run_id), offset,
-                   offset + page - 1)
+        ids = index_page(client, flow_run_id, offset, offset + page - 1)
         yield from (i.decode() for i in ids)
         if len(ids) < page:
             return
@@ -261,13 +261,25 @@ def retry(client: redis.Redis, limits: Limits, flow_run_id: str) -> tuple[int, i
     return int(retried), int(skipped)
 
 
+def index_page(client: redis.Redis, flow_run_id: str, start: int, stop: int) -> list[bytes]:
+    """Ids ``start..stop`` of a flow run's task index: a list, or for runs recorded before
+    issue 9 a sorted set."""
+    key = keys.flow_run_tasks(flow_run_id)
+    try:
+        ids: list[bytes] = call(client, client.lrange, key, start, stop)
+    except StoreError as exc:
+        if "WRONGTYPE" not in str(exc):
+            raise
+        ids = call(client, client.zrange, key, start, stop)
+    return ids
+
+
 def get_task_runs(client: redis.Redis, flow_run_id: str, *, offset: int = 0,
                   limit: int = 1000) -> list[dict[str, str]]:
     """A page of a flow run's task runs in submission order."""
     if not is_run_id(flow_run_id):
         return []
-    ids = call(client, client.lrange, keys.flow_run_tasks(flow_run_id), offset,
-               offset + limit - 1)
+    ids = index_page(client, flow_run_id, offset, offset + limit - 1)
     pipe = client.pipeline(transaction=False)
     for task_run_id in ids:
         pipe.hgetall(keys.task_run(task_run_id.decode()))
@@ -307,4 +319,7 @@ def get_history(client: redis.Redis, task_run_id: str) -> list[dict[str, Any]]:
     if not is_run_id(task_run_id):
         return []
     raw = call(client, client.hgetall, keys.task_run(task_run_id))
+    if raw and b"hn" not in raw:  # recorded before issue 9: its history is a list of its own
+        legacy = call(client, client.lrange, keys.legacy_task_run_history(task_run_id), 0, -1)
+        return [json.loads(item) for item in legacy]
     return task_records.history(decode(raw)) if raw else []

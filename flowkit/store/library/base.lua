@@ -210,6 +210,28 @@ local function close_later(flow_run_id)
   end
 end
 
+-- A flow run's task index is a list; runs recorded before issue 9 have a sorted set. The
+-- few readers of an index go through these, so that those runs stay readable and prunable.
+local function index_is_zset(key)
+  return redis.call('TYPE', key).ok == 'zset'
+end
+local function index_len(key)
+  if index_is_zset(key) then return redis.call('ZCARD', key) end
+  return redis.call('LLEN', key)
+end
+local function index_range(key, start, stop)
+  if index_is_zset(key) then return redis.call('ZRANGE', key, start, stop) end
+  return redis.call('LRANGE', key, start, stop)
+end
+local function index_drop_first(key, n)  -- the first n ids
+  if n <= 0 then return end
+  if index_is_zset(key) then
+    redis.call('ZREMRANGEBYRANK', key, 0, n - 1)
+  else
+    redis.call('LTRIM', key, n, -1)
+  end
+end
+
 -- A command with many arguments goes in slices: Lua's unpack has a stack limit.
 local function call_sliced(command, key, args, step)
   for i = 1, #args, step do

@@ -101,7 +101,7 @@ register('adhoc_discard', function(_, args)
   local fr = K.flow_run(id)
   local r = read(fr, {'kind', 'state', 'name', 'n_total'})
   if r.kind ~= 'adhoc' or (tonumber(r.n_total) or 0) > 0
-     or redis.call('LLEN', K.flow_run_tasks(id)) > 0 then
+     or index_len(K.flow_run_tasks(id)) > 0 then
     return 0
   end
   redis.call('DEL', fr, K.logs(id))

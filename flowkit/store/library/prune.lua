@@ -26,7 +26,7 @@ register('prune_preview', function(_, args)
   for _, id in ipairs(batch) do
     if prunable(id, cutoff) then
       flows = flows + 1
-      tasks = tasks + redis.call('LLEN', K.flow_run_tasks(id))
+      tasks = tasks + index_len(K.flow_run_tasks(id))
     end
   end
   if #batch < count then return {flows, tasks, 0} end
@@ -54,14 +54,15 @@ register('prune', function(_, args)
         skipped = skipped + 1  -- still running, or ended recently: kept for now
       else
         local index = K.flow_run_tasks(id)
-        local ids = redis.call('LRANGE', index, 0, budget - 1)
+        local ids = index_range(index, 0, budget - 1)
         for _, t in ipairs(ids) do
           if redis.call('HGET', K.task_run(t), 'state') == 'crashed' then
             redis.call('LREM', K.DEAD_LETTER, 0, t)
           end
-          redis.call('DEL', K.task_run(t), K.rq_job(t), K.result(t))
+          redis.call('DEL', K.task_run(t), K.legacy_task_run_history(t), K.rq_job(t),
+                     K.result(t))
         end
-        redis.call('LTRIM', index, #ids, -1)
+        index_drop_first(index, #ids)
         tasks = tasks + #ids
         budget = budget - #ids
         if redis.call('EXISTS', index) == 0 then

@@ -116,7 +116,7 @@ register('retry', function(_, args)
   local ctx, a = context(args)
   local flow_run_id = a[1]
   local retried, skipped = 0, 0
-  for _, id in ipairs(redis.call('LRANGE', K.flow_run_tasks(flow_run_id), 0, -1)) do
+  for _, id in ipairs(index_range(K.flow_run_tasks(flow_run_id), 0, -1)) do
     local t = load_task(id)
     if S.RETRYABLE[t.state] then
       local job = K.rq_job(id)
