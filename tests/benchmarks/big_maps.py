@@ -28,7 +28,6 @@ import io
 import json
 import os
 import pstats
-import signal
 import sys
 import tempfile
 import threading
@@ -40,7 +39,7 @@ import redis
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
-from procs import spawn, stop_procs, wait_until  # noqa: E402
+from procs import spawn, stop_procs, stop_server, wait_until  # noqa: E402
 
 import bench_tasks  # noqa: E402  (importing flowkit reads no settings, opens no connection)
 
@@ -208,11 +207,7 @@ def main() -> int:
                     rows.append(measure_big_maps(info.url(), env, size, Path(tmp), keep))
                     _print_table(rows)
         finally:
-            os.kill(info.pid, signal.SIGTERM)
-            try:
-                wait_until(lambda: os.waitpid(info.pid, os.WNOHANG)[0] != 0, 10, "server exit")
-            except (ChildProcessError, TimeoutError):
-                pass
+            stop_server(info.pid)
     report["results"] = rows
     report["machine"] = {"nproc": os.cpu_count(), "loadavg_start": loadavg_start}
     args.json.write_text(json.dumps(report, indent=2))

@@ -44,6 +44,15 @@ def stop_procs(procs: list[subprocess.Popen[bytes]], timeout: float = 15.0) -> N
             proc.wait(timeout=5)
 
 
+def stop_server(pid: int) -> None:
+    """Stop the benchmark's own server (SIGTERM) and reap it, within 10 s."""
+    os.kill(pid, signal.SIGTERM)
+    try:
+        wait_until(lambda: os.waitpid(pid, os.WNOHANG)[0] != 0, 10, "server exit")
+    except (ChildProcessError, TimeoutError):
+        pass
+
+
 def describe(exc: BaseException) -> str:
     """An error for the report: redis-py's repr ("network:TimeoutError") drops the message."""
     return f"{type(exc).__name__}: {exc}"

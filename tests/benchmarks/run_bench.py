@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from fleet import run_fleet  # noqa: E402
 from flowkit_only import w6_recovery, w7_cache_hit, w8_dashboard  # noqa: E402
 from hand_loop import LoopSystem  # noqa: E402
 from machine import machine_info  # noqa: E402
-from procs import describe, wait_until  # noqa: E402
+from procs import describe, stop_server  # noqa: E402
 from proxied import run_proxied  # noqa: E402
 from report import build_rows, print_table  # noqa: E402
 from systems import SECRET, FlowkitSystem, RqSystem, System  # noqa: E402
@@ -141,11 +140,7 @@ def main() -> int:
             client.flushdb()
             machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
         finally:
-            os.kill(info.pid, signal.SIGTERM)
-            try:
-                wait_until(lambda: os.waitpid(info.pid, os.WNOHANG)[0] != 0, 10, "server exit")
-            except (ChildProcessError, TimeoutError):
-                pass
+            stop_server(info.pid)
     print_table(console, rows := build_rows(measured), machine)
     if args.json:
         extra = {key: {name: m.get(key) for name, m in measured.items() if m.get(key)}

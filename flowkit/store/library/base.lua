@@ -57,25 +57,23 @@ end
 -- Field names built once, not per run (building a string costs about a microsecond in
 -- the server's Lua: a task run's path through the library is made of such steps).
 -- (Built on first use: the library's load step may not call Lua's standard functions.)
+local function memoized(cache, key, make)
+  local value = cache[key]
+  if value == nil then
+    value = make(key)
+    cache[key] = value
+  end
+  return value
+end
 local N_FIELD, H_FIELD = {}, {}
-local function n_field(state)  -- the flow run's counter of a state
-  local name = N_FIELD[state]
-  if not name then
-    name = 'n_' .. state
-    N_FIELD[state] = name
-  end
-  return name
-end
-local function h_field(n)  -- a history entry's field
-  local name = H_FIELD[n]
-  if not name then
-    name = 'h' .. n
-    H_FIELD[n] = name
-  end
-  return name
-end
-
-local NUMBERED = {}  -- name -> i -> '<name>:<i>', a field of a 'done' reply
+local function make_n_field(state) return 'n_' .. state end
+local function make_h_field(n) return 'h' .. n end
+-- The flow run's counter of a state; a history entry's field.
+local function n_field(state) return memoized(N_FIELD, state, make_n_field) end
+local function h_field(n) return memoized(H_FIELD, n, make_h_field) end
+-- A field of a 'done' reply, '<name>:<i>' (no closure per call: this runs for every field
+-- of every outcome).
+local NUMBERED = {}
 local function numbered(name, i)
   local names = NUMBERED[name]
   if not names then
