@@ -17,8 +17,8 @@ MESSAGE = re.compile(r"flowkit: interrupted: cancelled (\d+) queued and (\d+) ru
 
 WAITING_SCRIPT = SLOW_TASK_SCRIPT + '''
 futures = slow.map(range(30))
-print(futures[0].flow_run_id, flush=True)
-try:
+try:  # the id is printed inside: the test's Ctrl-C comes after it, so inside the try
+    print(futures[0].flow_run_id, flush=True)
     [f.result() for f in futures]
 except KeyboardInterrupt:
     print("interrupted", flush=True)
@@ -54,8 +54,8 @@ AS_COMPLETED_SCRIPT = WAITING_SCRIPT.replace(
 #: Ctrl-C while the script does something else: the uncaught KeyboardInterrupt ends it.
 SLEEPING_SCRIPT = SLOW_TASK_SCRIPT + '''
 futures = slow.map(range(30))
-print(futures[0].flow_run_id, flush=True)
 try:
+    print(futures[0].flow_run_id, flush=True)
     time.sleep(60)
 finally:
     print("interrupted", flush=True)
