@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import textwrap
@@ -25,6 +26,14 @@ def slow(i: int) -> int:
 '''
 
 
+def _hear_ctrl_c() -> None:
+    """In the child, before exec: SIGINT back to its default. A suite started in the
+    background by a non-interactive shell ignores SIGINT (POSIX), every child inherits that,
+    and Python then never turns Ctrl-C into KeyboardInterrupt: the tests of Ctrl-C would
+    test nothing. (``restore_signals`` covers SIGPIPE and SIGXFSZ only.)"""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class DriverProcess:
     """A driver script in its own process; stdout read as lines, stderr kept in a file."""
 
@@ -35,7 +44,7 @@ class DriverProcess:
         with open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 [sys.executable, "-u", str(script)], stdout=subprocess.PIPE, stderr=err,
-                env={**os.environ, **(env or {})}, cwd=tmp_path)
+                env={**os.environ, **(env or {})}, cwd=tmp_path, preexec_fn=_hear_ctrl_c)
         self._buffer = b""
 
     def read_line(self, timeout: float = 30.0) -> str:
