@@ -95,7 +95,17 @@ def test_result_timeout_leaves_the_run_going(worker, client) -> None:
     assert future.result(timeout=10) == "late"
 
 
+def _both_executors_up() -> None:
+    """The worker registers before its executors have imported everything: until both run,
+    tasks meant for the second wait for the first (orders asserted below would be luck)."""
+    from tasks_for_tests import whoami
+
+    pids = [f.result(timeout=20) for f in whoami.map([0.3, 0.3])]
+    assert len(set(pids)) == 2, pids
+
+
 def test_wait_and_as_completed(worker, client) -> None:
+    _both_executors_up()
     futures = [sleep_then.submit(d, d) for d in (0.6, 0.05, 0.3)]
     order = [f.result() for f in flowkit.as_completed(futures, timeout=10)]
     assert order == [0.05, 0.3, 0.6]
