@@ -15,6 +15,7 @@ import json
 import time
 from typing import Any
 
+from flowkit import _replies as replies
 from flowkit.states import ALL_STATES
 from flowkit.store import keys, task_records, task_runs
 from flowkit.store.clock import server_time
@@ -70,8 +71,8 @@ def _stream(client: Any, key: str) -> list[tuple[str, str, str]]:
             assert events, f"an event this version cannot read: {fields}"
             out += [(event.kind, event.id, event.state) for event in events]
         elif fields.get("kind") == "done":  # one entry for the outcomes of one call
-            out += [("done", fields[f"id:{i}"], fields[f"state:{i}"])
-                    for i in range(1, int(fields["n"]) + 1)]
+            out += [("done", task_run_id, state.value)
+                    for task_run_id, state, _, _ in replies.outcomes(raw)]
         else:
             out.append((fields.get("kind", ""), fields.get("id", ""), fields.get("state", "")))
     return out

@@ -56,9 +56,10 @@ register('claim', function(_, args)
     local last = redis.call('GET', memo)
     if last and string.sub(last, 1, #token + 1) == token .. '|' then  -- sent again
       for id in string.gmatch(string.sub(last, #token + 2), '[^,]+') do
-        local t = load_task(id, CLAIM_FIELDS)
-        local held = redis.call('HMGET', t.key, 'worker', 'executor')
-        if t.state == 'running' and held[1] == worker and held[2] == executor then answer(t) end
+        local t = load_task(id)
+        if t.state == 'running' and t.worker == worker and t.executor == executor then
+          answer(t)
+        end
       end
       return claims
     end
