@@ -27,17 +27,19 @@ from flowkit.embedded import find_server_binary
 pytestmark = pytest.mark.slow
 
 DRIVER = textwrap.dedent('''
-    import json, sys, time
+    import json, pathlib, sys, time
     from flowkit import task
 
     @task(queue="partitioned")
-    def double(x: int, pause: float) -> int:
+    def double(x: int, pause: float, started: str) -> int:
+        if started:
+            pathlib.Path(started).touch()  # tells the test the task runs
         time.sleep(pause)
         return 2 * x
 
     started = time.monotonic()
     try:
-        out = {"value": double.submit(21, float(sys.argv[1])).result(timeout=120)}
+        out = {"value": double.submit(21, float(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "").result(timeout=120)}
     except Exception as exc:
         out = {"error": type(exc).__name__, "message": str(exc)}
     out["seconds"] = time.monotonic() - started
@@ -142,10 +144,17 @@ def test_partition_bounds_every_call_and_the_worker_recovers(hosts: Hosts, tmp_p
 
     # A driver waiting on a task that runs through the partition (its connections are open
     # when the network goes).
-    in_flight = subprocess.Popen(["ip", "netns", "exec", hosts.client_ns, *driver, "4"],
+    running = tmp_path / "task-started"
+    launched = time.monotonic()
+    in_flight = subprocess.Popen(["ip", "netns", "exec", hosts.client_ns, *driver, "4",
+                                  str(running)],
                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True)
-    time.sleep(1.5)  # submitted and running on the worker
+    deadline = time.monotonic() + 60  # submitted and running on the worker, however loaded
+    while not running.exists():
+        assert in_flight.poll() is None, in_flight.communicate()
+        assert time.monotonic() < deadline, "the task did not start within 60 s"
+        time.sleep(0.05)
     hosts.partition(True)
     cut_at = time.monotonic()
     cut = drive()
@@ -164,7 +173,7 @@ def test_partition_bounds_every_call_and_the_worker_recovers(hosts: Hosts, tmp_p
     # Nothing was lost: the worker kept the outcome until Redis was back, the driver kept
     # waiting, and the result arrived soon after the network healed.
     assert waited.get("value") == 42, (waited, err)
-    assert waited["seconds"] < 1.5 + 10 + 20, waited
+    assert waited["seconds"] < (cut_at - launched) + 10 + 20, waited
     healed = drive()
     assert healed.get("value") == 42, healed
     assert healed["seconds"] < 30, healed

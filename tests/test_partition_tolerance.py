@@ -22,19 +22,22 @@ from test_partition import hosts as rig  # noqa: F401  (the fixture, as `rig`)
 
 pytestmark = pytest.mark.slow
 
-#: Submits double(21) after a pause, waits, and prints what happened and when (wall clock:
-#: the test compares it with when it cut the network).
+#: Submits double(21), waits, and prints what happened and when (wall clock: the test compares
+#: it with when it cut the network). The task touches the file named by argv[3], if any, when it
+#: starts, so the test can cut the network while the task runs rather than after a guessed sleep.
 DRIVER = textwrap.dedent('''
-    import json, sys, time
+    import json, pathlib, sys, time
     from flowkit import task
 
     @task(queue=sys.argv[2])
-    def double(x: int, pause: float) -> int:
+    def double(x: int, pause: float, started: str) -> int:
+        if started:
+            pathlib.Path(started).touch()
         time.sleep(pause)
         return 2 * x
 
     try:
-        out = {"value": double.submit(21, float(sys.argv[1])).result(timeout=120)}
+        out = {"value": double.submit(21, float(sys.argv[1]), sys.argv[3]).result(timeout=120)}
     except Exception as exc:
         out = {"error": type(exc).__name__, "message": str(exc)}
     out["at"] = time.time()
@@ -61,9 +64,9 @@ def _start(hosts: Hosts, tmp_path: Path, **env: str) -> tuple[dict[str, str], li
 
 
 def _waiting_driver(hosts: Hosts, env: dict[str, str], driver: list[str], pause: float,
-                    queue: str) -> subprocess.Popen[str]:
+                    queue: str, started: Path | str = "") -> subprocess.Popen[str]:
     return subprocess.Popen(["ip", "netns", "exec", hosts.client_ns, *driver, str(pause),
-                             queue], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             queue, str(started)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
 
@@ -79,8 +82,17 @@ def test_a_driver_rides_out_a_30_second_partition(rig: Hosts,  # noqa: F811
     env, driver = _start(hosts, tmp_path)
     worker = hosts.spawn(hosts.client_ns, [sys.executable, "-m", "flowkit", "worker", "start",
                                            "-q", "partitioned", "-c", "1"], env, "worker.log")
-    waiting = _waiting_driver(hosts, env, driver, 4, "partitioned")
-    time.sleep(2.0)  # submitted, running on the worker
+    started = tmp_path / "task-started"
+    waiting = _waiting_driver(hosts, env, driver, 4, "partitioned", started)
+    # Cut only once the task runs: under a loaded CI box a worker can take more than the 2 s this
+    # test used to sleep to connect, and a worker that cannot reach Redis at start exits with one
+    # clear error (as it should), which left the driver waiting on a queue nobody served.
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert waiting.poll() is None, waiting.communicate()
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text()
+        assert time.monotonic() < deadline, "the task did not start within 60 s"
+        time.sleep(0.05)
     hosts.partition(True)
     # Before, the waiter itself asked Redis whether workers served the queue; under the
     # partition that call failed after its bounded retries (20-30 s) and the error ended the
