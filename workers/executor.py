@@ -82,6 +82,8 @@ class Executor:
         self.stopping = False
         self.parent_pid = config.supervisor_pid or os.getppid()
         self.contact = Contact(f"executor {config.executor_id}", logger)
+        #: Whether the last claim got as many task runs as it asked for (more likely wait).
+        self.more_queued = False
 
     def request_stop(self, signum: int, frame: Any) -> None:
         """Finish the running attempt, then exit (SIGTERM/SIGINT)."""
@@ -123,6 +125,15 @@ class Executor:
                 batch.extend(self._wait_for_work())
                 continue
             claimed = batch.popleft()
+            if not batch and inflight is None and self.more_queued and self._may_claim():
+                # The last task in hand, and the last claim took all it asked for: claim what
+                # follows (recording what finished) while this one runs, so that no round trip
+                # sits between two tasks. Not after a wake-up from idle (W2's single calls):
+                # there the queue is likely empty and the extra round trip would delay the
+                # outcome.
+                inflight = flusher.submit(self._flush, done, True, None,
+                                          self.policy.next_claim(0))
+                done = []
             started = time.perf_counter()
             attempt = run_attempt(self.ctx, claimed)
             finished = time.perf_counter()
@@ -202,13 +213,20 @@ class Executor:
             self.contact.ok()
             if done:
                 attempts.log_refused(replies[finish_at])  # stale outcomes the fence refused
-            return self._with_bodies(replies[-1]) if claim else []
+            if not claim:
+                return []
+            claims = self._with_bodies(replies[-1])
+            self.more_queued = len(claims) >= (limit or self.policy.batch_size)
+            return claims
 
     def _claim(self, taken: str = "") -> list[Claim]:
-        return self._with_bodies(attempts.claim(
+        claims = self._with_bodies(attempts.claim(
             self.client, self.limits, self.worker_id, self.executor_id, self.queues,
             lease_seconds=self.config.lease_seconds, limit=self.policy.batch_size, taken=taken,
             token=attempts.new_claim_token()))
+        # A claim of one says nothing about what follows; a full batch of several does.
+        self.more_queued = len(claims) >= max(2, self.policy.batch_size)
+        return claims
 
     def _with_bodies(self, raw: Any) -> list[Claim]:
         return attempts.fetch_bodies(self.client, attempts.parse_claims(raw, time.time()))
