@@ -1,8 +1,9 @@
 """flowkit against plain RQ and a hand-rolled loop: same machine, server and task bodies, one run.
 
 Starts its own Valkey/Redis (flowkit's embedded launcher, loopback, temporary FLOWKIT_HOME), then
-per system (flowkit, RQ, the loop; FLUSHDB between) starts its workers, runs every workload
-(workloads.py, flowkit_only.py), stops them. Then the fleet (fleet.py: many workers, two driver
+starts the workers of every system (flowkit, RQ, the loop; disjoint keys) and runs every
+workload (workloads.py, flowkit_only.py) on each system in turn, workload by workload, so the
+two figures of a ratio are measured seconds apart; then stops them. Then the fleet (fleet.py: many workers, two driver
 processes; flowkit and the loop) and every system again through a proxy adding 1 ms each way
 (proxied.py). Prints the table (report.py) with ratios flowkit/RQ and flowkit/loop, the targets
 of issue 9 and whether flowkit meets them; ``--json`` writes it all for readme_table.py.
@@ -47,30 +48,47 @@ def selected(name: str, only: list[str] | None) -> bool:
     return not only or any(name.startswith(prefix) for prefix in only)
 
 
-def run_system(system: System, console: Console,
-               only: list[str] | None = None) -> tuple[dict[str, Any], list[str]]:
-    measured: dict[str, Any] = {}
+def run_systems(systems: list[System], console: Console,
+                only: list[str] | None = None) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Every workload on every system, workload by workload (flowkit, RQ, the loop, then the
+    next workload), all systems' workers up together on disjoint keys.
+
+    Workload-major order keeps a ratio's two figures seconds apart rather than minutes: this
+    box's speed drifts by a quarter within minutes, which moved flowkit/loop ratios across
+    their targets between runs when every workload of one system ran before the next system
+    started. Idle workers of the other systems cost the server well under 1% of a W1 window
+    (a supervisor's duties are about 11 calls a second).
+    """
+    measured: dict[str, dict[str, Any]] = {system.name: {} for system in systems}
     errors: list[str] = []
-    console.print(f"[bold]{system.name}[/]: starting workers")
+    running: list[System] = []
     try:
-        system.start()
+        for system in systems:
+            console.print(f"[bold]{system.name}[/]: starting workers")
+            try:
+                system.start()
+                running.append(system)
+            except Exception as exc:  # workers did not start: the other systems still run
+                errors.append(f"{system.name} start: {describe(exc)} (logs in FLOWKIT_HOME)")
+                console.print(f"[red]{errors[-1]}[/]")
+                system.stop()
         for workload in ALL_WORKLOADS:
             if not selected(workload.__name__, only):
                 continue
-            t0 = time.monotonic()
-            try:
-                measured.update(workload(system))
-            except NotImplementedError:
-                continue
-            except Exception as exc:  # report it, keep measuring the rest
-                errors.append(f"{system.name} {workload.__name__}: {describe(exc)}")
-                console.print(f"[red]{errors[-1]}[/]")
-            console.print(f"  {workload.__name__} done in {time.monotonic() - t0:.1f} s")
-    except Exception as exc:  # workers did not start: the other system still runs
-        errors.append(f"{system.name} start: {describe(exc)} (logs in FLOWKIT_HOME)")
-        console.print(f"[red]{errors[-1]}[/]")
+            for system in running:
+                t0 = time.monotonic()
+                try:
+                    measured[system.name].update(workload(system))
+                except NotImplementedError:
+                    continue
+                except Exception as exc:  # report it, keep measuring the rest
+                    errors.append(f"{system.name} {workload.__name__}: {describe(exc)}")
+                    console.print(f"[red]{errors[-1]}[/]")
+                console.print(f"  {system.name} {workload.__name__} done in "
+                              f"{time.monotonic() - t0:.1f} s")
     finally:
-        system.stop()
+        for system in running:
+            system.stop()
     return measured, errors
 
 
@@ -128,13 +146,11 @@ def main() -> int:
             client = redis.Redis.from_url(info.url())
             machine = machine_info(client, info.binary)
             console.print("machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
-            systems: list[type[System]] = [FlowkitSystem, RqSystem, LoopSystem]
-            for cls in systems if any(selected(w.__name__, args.only)
-                                      for w in ALL_WORKLOADS) else ():
+            if any(selected(w.__name__, args.only) for w in ALL_WORKLOADS):
                 client.flushdb()
-                system = cls(info.url(), env, home, client)
-                measured[system.name], errs = run_system(system, console, args.only)
-                errors += errs
+                classes: list[type[System]] = [FlowkitSystem, RqSystem, LoopSystem]
+                measured, errors = run_systems(
+                    [cls(info.url(), env, home, client) for cls in classes], console, args.only)
             errors += run_phases(info.url(), env, home, client, console, measured, machine,
                                  args.only)
             client.flushdb()

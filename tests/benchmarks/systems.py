@@ -26,6 +26,8 @@ import bench_tasks
 
 SECRET = "flowkit-bench-secret-0123456789ab"  # 32 characters
 QUEUE = "bench"
+#: RQ's own queue: flowkit's queues are RQ queues too, and every system's workers run at once.
+RQ_QUEUE = "bench-rq"
 
 
 class System(Protocol):
@@ -92,10 +94,10 @@ class RqSystem(_Base):
     def start(self) -> None:
         from rq import Queue, Worker
 
-        self.queue = Queue(QUEUE, connection=self.client)
+        self.queue = Queue(RQ_QUEUE, connection=self.client)
 
         cmd = [sys.executable, "-m", "rq.cli", "worker", "--worker-class",
-               "rq.worker.SimpleWorker", "--url", self.url, "--quiet", QUEUE]
+               "rq.worker.SimpleWorker", "--url", self.url, "--quiet", RQ_QUEUE]
         self.procs = [spawn(cmd, self.env, self.home / f"rq-worker-{i}.log") for i in range(2)]
         wait_until(lambda: Worker.count(queue=self.queue) >= 2, 20, "2 RQ workers")
         self.run_map("noop", list(range(50)), 30)()
