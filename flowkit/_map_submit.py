@@ -59,6 +59,9 @@ class MapCalls:
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any], count: int,
                  mapped: set[int | str]) -> None:
         self.args, self.kwargs, self.count, self.mapped = args, kwargs, count, mapped
+        #: The values of the one mapped argument when it is the call's only one (the usual
+        #: ``task.map(items)``): each call is then built without walking the arguments.
+        self._only: Any = args[0] if mapped == {0} and len(args) == 1 and not kwargs else None
 
     @classmethod
     def single(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> MapCalls:
@@ -92,6 +95,8 @@ class MapCalls:
         return self.count
 
     def __getitem__(self, i: int) -> Call:
+        if self._only is not None:
+            return (self._only[i],), {}
         if not self.mapped:
             return self.args, self.kwargs
         return (tuple(v[i] if n in self.mapped else v for n, v in enumerate(self.args)),

@@ -144,6 +144,8 @@ class Driver:
                 future.keep = spec.keep
                 self._futures[spec.id] = future
                 self._queue_counts[spec.queue] = self._queue_counts.get(spec.queue, 0) + 1
+                if not ups:  # (most calls of a map: nothing to wait for)
+                    continue
                 pending = {u.task_run_id for u in ups if not u.done()}
                 bad = next((u for u in ups if u.done() and not u.state.is_success), None)
                 if pending or bad is not None:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 #: RQ jobs for flowkit task runs call this function, so a stock ``rq worker`` can run them too.
 RQ_FUNCTION = "flowkit.workers.rq_compat.run_task_run"
 #: Task runs per enqueue call: bounds how long one call holds the server...
-ENQUEUE_CHUNK_RUNS = 500
+ENQUEUE_CHUNK_RUNS = 512
 #: ...and how many envelope bytes it carries, so workers start on the first chunk early.
 ENQUEUE_CHUNK_BYTES = 4 << 20
 #: Call bodies above this size are written with a plain HSET beside the function call.
