@@ -400,7 +400,8 @@ class Task(Generic[P, R]):
             # without json.dumps for each call of a map (a third of a call's driver time).
             values = [_scalar_json(a) for a in args]
             if None not in values:
-                text = "{" + ", ".join(map(str.__add__, self._preview_keys, values)) + "}"
+                text = "{" + ", ".join([k + v for k, v in zip(self._preview_keys, values)
+                                        if v is not None]) + "}"
                 return text if len(text) <= 2000 else text[:2000] + "…"
         named = {(self._param_names[i] if i < len(self._param_names) else f"arg{i}"): v
                  for i, v in enumerate(args)}
