@@ -71,3 +71,16 @@ def test_a_stream_closed_with_replies_unread_hands_back_no_stale_reply(client, l
     for _ in range(3):  # whichever pooled connection answers, it answers its own command
         assert client.get("nothing-here") is None
         assert client.echo("mine") == b"mine"
+
+
+def test_a_health_check_due_between_chunks_does_not_read_a_chunks_reply(client, limits) -> None:
+    seed_flow_run(client, "f1")
+    stream = EnqueueStream(client)
+    first = task_runs.send_enqueue(client, limits, _chunk("a", 2), None, None, stream)
+    # The driver's client checks every 30 s; as if that had passed since the last read:
+    stream._conn.health_check_interval, stream._conn.next_health_check = 30, 0
+    second = task_runs.send_enqueue(client, limits, _chunk("b", 2), None, None, stream)
+    first()
+    second()
+    stream.close()
+    assert _index(client) == ["a00", "a01", "b00", "b01"]

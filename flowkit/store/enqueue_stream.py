@@ -56,8 +56,10 @@ class EnqueueStream:
         if self._conn is None:
             self._conn = self.client.connection_pool.get_connection()
         conn = self._conn
+        # redis-py's health check (a PING past its interval) would read the reply of a chunk
+        # still in flight as the PING's: only a connection with nothing unread is checked.
         guarded(self.client, self._guard, lambda: conn.send_packed_command(
-            conn.pack_commands(commands)))
+            conn.pack_commands(commands), check_health=self._unread == 0))
         self._unread += 1
         return lambda: self._receive(conn, commands)
 
