@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from flowkit._submitting import send_submit
 from flowkit.errors import ConfigurationError
 from flowkit.states import RunState
 from flowkit.store.functions import ERROR_TYPES
@@ -22,6 +23,7 @@ from flowkit.store.functions import ERROR_TYPES
 if TYPE_CHECKING:
     from flowkit.driver import Driver
     from flowkit.futures import TaskFuture
+    from flowkit.store.enqueue_stream import EnqueueStream
     from flowkit.store.task_runs import AdhocRecord, CacheOptions, TaskRunSpec
 
 #: A map is sent in chunks of at most this many calls (tasks.py also bounds their bytes), the
@@ -59,6 +61,9 @@ class MapCalls:
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any], count: int,
                  mapped: set[int | str]) -> None:
         self.args, self.kwargs, self.count, self.mapped = args, kwargs, count, mapped
+        #: The values of the one mapped argument when it is the call's only one (the usual
+        #: ``task.map(items)``): each call is then built without walking the arguments.
+        self._only: Any = args[0] if mapped == {0} and len(args) == 1 and not kwargs else None
 
     @classmethod
     def single(cls, args: tuple[Any, ...], kwargs: dict[str, Any]) -> MapCalls:
@@ -92,6 +97,8 @@ class MapCalls:
         return self.count
 
     def __getitem__(self, i: int) -> Call:
+        if self._only is not None:
+            return (self._only[i],), {}
         if not self.mapped:
             return self.args, self.kwargs
         return (tuple(v[i] if n in self.mapped else v for n, v in enumerate(self.args)),
@@ -122,6 +129,10 @@ class _ChunkSender:
         self.sent = 0  # calls in chunks that are in Redis (or on their way there)
         self.queued = 0  # calls in chunks known to be in Redis
         self.error: BaseException | None = None
+        #: Later chunks go out on one connection, each while the server runs the one
+        #: before it; the sending thread reads each reply one chunk behind.
+        self.stream: EnqueueStream | None = None
+        self.unread: tuple[Callable[[], object], int] | None = None
 
     def send(self, specs: list[TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
              last: bool = False) -> None:
@@ -148,8 +159,28 @@ class _ChunkSender:
 
     def _submit(self, specs: list[TaskRunSpec], upstreams: list[list[TaskFuture[Any]]],
                 adhoc: AdhocRecord | None, futures: list[TaskFuture[Any]]) -> int:
-        self.driver.submit(specs, upstreams, self.cache, adhoc, futures)
-        return len(specs)
+        """(The sending thread.) Send this chunk, then read the reply of the one before it:
+        how many calls that one queued."""
+        if self.stream is None:
+            from flowkit.store.enqueue_stream import EnqueueStream
+
+            self.stream = EnqueueStream(self.driver.client)
+        finish = send_submit(self.driver, specs, upstreams, self.cache, adhoc, futures,
+                             self.stream)
+        previous, self.unread = self.unread, (finish, len(specs))
+        return self._read(previous)
+
+    def _read_last(self) -> int:
+        previous, self.unread = self.unread, None
+        return self._read(previous)
+
+    @staticmethod
+    def _read(item: tuple[Callable[[], object], int] | None) -> int:
+        if item is None:
+            return 0
+        finish, count = item
+        finish()  # re-raises that chunk's error
+        return count
 
     def _land(self, item: Any) -> None:
         self.queued += item.result()  # re-raises that chunk's error
@@ -158,21 +189,28 @@ class _ChunkSender:
         """Every chunk handed over is in Redis (re-raises a send error)."""
         while self.pending:
             self._land(self.pending.pop(0))
+        if self.pool is not None:
+            self._land(self.pool.submit(self._read_last))
 
     def drain(self) -> list[TaskFuture[Any]]:
-        """After a failure or an interrupt: wait for the chunks in flight; the futures of
-        every chunk that was queued."""
-        for item in self.pending:
+        """After a failure or an interrupt: wait for the chunks in flight (every reply
+        read); the futures of every chunk that was queued, or after a failure of every chunk
+        handed over (one sent behind the failed one may be in Redis too: all are cancelled;
+        a cancel of a run never written changes nothing)."""
+        failed = False
+        for item in [*self.pending, *([self.pool.submit(self._read_last)] if self.pool else [])]:
             try:
                 self.queued += item.result()
             except BaseException:  # noqa: BLE001 - that chunk was not queued; go on
-                break  # (chunks go out in order: none after it was queued either)
+                failed = True
         self.pending = []
-        return self.all_futures[:self.queued]
+        return self.all_futures[:self.sent if failed else self.queued]
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown(wait=True)
+        if self.stream is not None:
+            self.stream.close()
 
 
 class Submissions:
@@ -273,8 +311,8 @@ class MapSubmission:
         if error is not None:
             kind = f"{type(error).__module__}.{type(error).__qualname__}"
             message = (f"map of task {self.task_name!r} failed to submit after "
-                       f"{len(queued)} of {self.count} calls were queued ({type(error).__name__}:"
-                       f" {error}); the queued ones were cancelled")
+                       f"{self.sender.queued} of {self.count} calls were queued "
+                       f"({type(error).__name__}: {error}); the queued ones were cancelled")
             # One error for all its futures: a million of them share the dict.
             self.driver.end_futures(futures, RunState.FAILED, kind, message)
             ids = [f.task_run_id for f in queued]

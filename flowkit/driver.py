@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from flowkit import _replies as replies
 from flowkit import serializers
 from flowkit._adhoc import AdhocRuns
-from flowkit._dependencies import Decision, DependencyTracker, refuse_summary_upstreams
+from flowkit._dependencies import Decision, DependencyTracker
 from flowkit._driver_heartbeat import DriverHeartbeat
 from flowkit._ids import new_id
 from flowkit._listener import ReplyListener
@@ -29,6 +29,7 @@ from flowkit._local_workers import LocalWorkers
 from flowkit._lost_state import CHECK_SECONDS, PROBE_RUNS, LostStateWatch, Verdict
 from flowkit._map_submit import Submissions
 from flowkit._rate import LogEcho
+from flowkit._submitting import send_submit
 from flowkit._threads import raise_in_thread
 from flowkit.errors import CancelledRun, ConfigurationError, StoreConnectionError
 from flowkit.futures import TaskFuture
@@ -40,6 +41,7 @@ from flowkit.store.limits import Limits
 
 if TYPE_CHECKING:
     import redis
+
 
 
 #: Seconds between checks that some worker serves the queues a driver waits on.
@@ -127,49 +129,7 @@ class Driver:
         """Write and queue task runs; those with unfinished upstream futures wait here.
         ``adhoc``: the call's ad-hoc run, recorded by the same enqueue. ``futures``: made
         before (a map's); one already ended (cancelled before it was sent) is left out."""
-        refuse_summary_upstreams([s.task_name for s in specs], upstreams)
-        if futures is None:
-            futures = [TaskFuture[Any](self, s.id, s.task_name, s.queue) for s in specs]
-        failed_upstream: list[tuple[str, TaskFuture[Any]]] = []
-        with self._lock:
-            if any(f.done() for f in futures):
-                kept = [i for i, f in enumerate(futures) if not f.done()]
-                specs, futures = [specs[i] for i in kept], [futures[i] for i in kept]
-                upstreams = [upstreams[i] for i in kept]
-                if not specs:
-                    return []
-            for spec, future, ups in zip(specs, futures, upstreams):
-                future.cache_key = spec.cache_key
-                future.flow_run_id = spec.flow_run_id
-                future.keep = spec.keep
-                self._futures[spec.id] = future
-                self._queue_counts[spec.queue] = self._queue_counts.get(spec.queue, 0) + 1
-                pending = {u.task_run_id for u in ups if not u.done()}
-                bad = next((u for u in ups if u.done() and not u.state.is_success), None)
-                if pending or bad is not None:
-                    spec.held = True
-                    self._dependencies.hold(spec.id, pending)
-                    if bad is not None:
-                        failed_upstream.append((spec.id, bad))
-        for name in {s.queue for s in specs}:  # workers check their key against it
-            probes.refresh_probe(self.client, self.key, name)  # (once a minute, not per task)
-        ids = {s.id for s in specs}
-        with self._lock:  # not judged lost while its enqueue is still on the way
-            self._inflight |= ids
-        try:
-            task_runs.enqueue_task_runs(self.client, self.limits, specs, cache, adhoc)
-        except BaseException as exc:
-            self._undo_submit(specs, exc)
-            raise
-        finally:
-            with self._lock:
-                self._inflight -= ids
-        for task_run_id, bad in failed_upstream:
-            with self._lock:
-                decision = self._dependencies.fail(task_run_id, bad.task_run_id)
-            self._apply(decision, {bad.task_run_id: (bad.task_name, bad.state)})
-        self.check_workers({s.queue for s in specs}, force=False)
-        return futures
+        return send_submit(self, specs, upstreams, cache, adhoc, futures)()
 
     def _pop_future(self, task_run_id: str) -> TaskFuture[Any] | None:
         """Forget a pending future (with ``_lock`` held)."""
@@ -200,19 +160,6 @@ class Driver:
         dropped, flagged = task_runs.cancel(self.client, self.limits, task_run_ids=[task_run_id],
                                             message=f"task run {task_run_id} cancelled by request")
         return bool(dropped or flagged)
-
-    def _undo_submit(self, specs: list[task_runs.TaskRunSpec], exc: BaseException) -> None:
-        """An enqueue failed (Redis full, a reset mid-pipeline): forget its futures, and cancel
-        whatever part of it the server may have written, so none of it runs as an orphan."""
-        ids = [s.id for s in specs]
-        with self._lock:
-            for task_run_id in ids:
-                self._pop_future(task_run_id)
-                self._dependencies.forget(task_run_id)
-        try:
-            self.cancel_task_runs(ids, f"cancelled: its submit failed ({type(exc).__name__})")
-        except Exception:  # best effort: the server may refuse this too (full, away)
-            pass
 
     def cancel_task_runs(self, task_run_ids: list[str], message: str) -> tuple[int, int]:
         """Cancel many task runs in one bulk cancel (it chunks them itself and sweeps each

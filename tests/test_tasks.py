@@ -140,3 +140,31 @@ def test_retries_exhausted_raise_the_last_error(worker, client) -> None:
     with pytest.raises(ConnectionError, match="still down"):
         future.result(timeout=15)
     assert client.hget(f"flowkit:taskrun:{future.task_run_id}", "attempt") == b"2"
+
+
+def test_parameters_preview_is_what_json_writes() -> None:
+    # The preview of scalar calls skips json.dumps per call; it must write the same text.
+    import json
+
+    @task
+    def many(a, b=None, c=None, d=None):  # type: ignore[no-untyped-def]
+        return a
+
+    calls = [(1,), (-7, 2.5, True, None), ("é\n\"q",), (float("nan"), float("-inf"), 10**30),
+             ("x" * 199,), (False, 0.1, "", 3)]
+    for args in calls:
+        assert many._preview(args, {}) == json.dumps(dict(zip(many._param_names, args)))
+    # Anything else takes the general, masking path: long text is truncated there.
+    assert many._preview(("y" * 300,), {}).startswith('{"a": "yyy')
+    assert many._preview(([1, 2],), {}) == '{"a": [1, 2]}'
+
+
+def test_map_calls_of_one_mapped_argument_and_of_several() -> None:
+    from flowkit._map_submit import MapCalls
+
+    one = MapCalls.of_map("t", ([10, 20, 30],), {})
+    assert [one[i] for i in range(3)] == [((10,), {}), ((20,), {}), ((30,), {})]
+    one.release(0, 2)
+    assert one[2] == ((30,), {})
+    mixed = MapCalls.of_map("t", ([1, 2], unmapped([9])), {"k": (5, 6)})
+    assert [mixed[i] for i in range(2)] == [((1, [9]), {"k": 5}), ((2, [9]), {"k": 6})]

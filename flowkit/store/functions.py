@@ -152,7 +152,8 @@ def load(client: redis.Redis) -> None:
         raise
 
 
-def _is_missing(exc: Exception) -> bool:
+def is_missing(exc: Exception) -> bool:
+    """Whether an error says the server does not have the library (it restarted empty)."""
     return "Function not found" in str(exc)
 
 
@@ -179,7 +180,7 @@ def call(client: redis.Redis, name: str, lim: Limits, args: Sequence[Any] = (),
         try:
             return client.fcall(function, 0, *full)
         except redis_lib.ResponseError as exc:
-            if not _is_missing(exc):
+            if not is_missing(exc):
                 raise
             load(client)
             return client.fcall(function, 0, *full)
@@ -203,7 +204,7 @@ def execute(client: redis.Redis, build: Callable[[Any], None]) -> list[Any]:
             try:
                 return pipe.execute()
             except redis_lib.ResponseError as exc:
-                if attempt == 2 or not _is_missing(exc):
+                if attempt == 2 or not is_missing(exc):
                     raise
                 load(client)
         raise AssertionError("unreachable")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import pickle
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,12 +20,13 @@ from flowkit.store.connection import call
 if TYPE_CHECKING:
     import redis
 
+    from flowkit.store.enqueue_stream import EnqueueStream
     from flowkit.store.limits import Limits
 
 #: RQ jobs for flowkit task runs call this function, so a stock ``rq worker`` can run them too.
 RQ_FUNCTION = "flowkit.workers.rq_compat.run_task_run"
 #: Task runs per enqueue call: bounds how long one call holds the server...
-ENQUEUE_CHUNK_RUNS = 500
+ENQUEUE_CHUNK_RUNS = 512
 #: ...and how many envelope bytes it carries, so workers start on the first chunk early.
 ENQUEUE_CHUNK_BYTES = 4 << 20
 #: Call bodies above this size are written with a plain HSET beside the function call.
@@ -100,15 +101,36 @@ def enqueue_task_runs(client: redis.Redis, limits: Limits, specs: list[TaskRunSp
     """
     if not specs:
         return
+    shared, close = _shared_arguments(specs, cache, adhoc)
+    functions.execute(client,
+                      lambda pipe: _queue_enqueue(client, limits, pipe, specs, shared, close))
+
+
+def send_enqueue(client: redis.Redis, limits: Limits, specs: list[TaskRunSpec],
+                 cache: CacheOptions | None, adhoc: AdhocRecord | None,
+                 stream: EnqueueStream) -> Callable[[], None]:
+    """:func:`enqueue_task_runs` sent on ``stream`` without waiting: returns the function
+    that reads the replies (and raises what enqueue_task_runs would)."""
+    from flowkit.store.enqueue_stream import CommandRecorder
+
+    if not specs:
+        return lambda: None
+    shared, close = _shared_arguments(specs, cache, adhoc)
+    recorder = CommandRecorder()
+    _queue_enqueue(client, limits, recorder, specs, shared, close)
+    return stream.send(recorder.commands)
+
+
+def _shared_arguments(specs: list[TaskRunSpec], cache: CacheOptions | None,
+                      adhoc: AdhocRecord | None) -> tuple[list[Any], bool]:
+    """The enqueue arguments all runs of one call share, and whether it closes its run."""
     cache = cache or CacheOptions()
     first = specs[0]
     shared = [first.flow_run_id, first.task_name, first.queue, first.reply_to,
               json.dumps(first.tags), first.retries, *_RQ_DATA, _iso(time.time()),
               "" if cache.expiration_ms is None else cache.expiration_ms,
               "1" if cache.refresh else "0", adhoc.name if adhoc else "", "0", first.keep]
-    close = adhoc is not None and adhoc.close
-    functions.execute(client,
-                      lambda pipe: _queue_enqueue(client, limits, pipe, specs, shared, close))
+    return shared, adhoc is not None and adhoc.close
 
 
 def _queue_enqueue(client: redis.Redis, limits: Limits, pipe: Any, specs: list[TaskRunSpec],

@@ -1,0 +1,86 @@
+"""A map's later chunks go out back to back on one connection (EnqueueStream), each reply
+read one chunk behind: order, a lost library, a refused chunk and an abandoned stream."""
+
+from __future__ import annotations
+
+import pytest
+
+from flowkit.errors import StoreError
+from flowkit.store import keys, task_runs
+from flowkit.store.enqueue_stream import EnqueueStream
+from flowkit.store.task_runs import TaskRunSpec
+
+from library_fixtures import QUEUE, REPLY, seed_flow_run
+
+
+def _chunk(prefix: str, n: int, flow_run_id: str = "f1") -> list[TaskRunSpec]:
+    return [TaskRunSpec(id=f"{prefix}{i:02d}", flow_run_id=flow_run_id, task_name="t",
+                        queue=QUEUE, envelope=b"head", body=b"body", reply_to=REPLY)
+            for i in range(n)]
+
+
+def _index(client) -> list[str]:
+    return [i.decode() for i in client.lrange(keys.flow_run_tasks("f1"), 0, -1)]
+
+
+def test_chunks_sent_before_their_replies_are_read_land_in_order(client, limits) -> None:
+    seed_flow_run(client, "f1")
+    stream = EnqueueStream(client)
+    chunks = [_chunk(p, 5) for p in "abc"]
+    readers = [task_runs.send_enqueue(client, limits, c, None, None, stream) for c in chunks]
+    for read in readers:
+        read()
+    stream.close()
+    assert _index(client) == [s.id for c in chunks for s in c]
+    assert client.llen(keys.queue(QUEUE)) == 15
+
+
+def test_a_library_lost_midway_is_loaded_again_and_both_chunks_run_in_order(
+        client, limits) -> None:
+    seed_flow_run(client, "f1")
+    task_runs.enqueue_task_runs(client, limits, _chunk("z", 1))  # library loaded
+    client.function_flush()  # the server "restarted empty" of its functions
+    stream = EnqueueStream(client)
+    first = task_runs.send_enqueue(client, limits, _chunk("a", 3), None, None, stream)
+    second = task_runs.send_enqueue(client, limits, _chunk("b", 3), None, None, stream)
+    first()
+    second()
+    stream.close()
+    assert _index(client) == ["z00", "a00", "a01", "a02", "b00", "b01", "b02"]
+
+
+def test_a_refused_chunk_raises_from_its_reader_and_the_next_one_still_lands(
+        client, limits) -> None:
+    seed_flow_run(client, "f1")
+    stream = EnqueueStream(client)
+    gone = task_runs.send_enqueue(client, limits, _chunk("g", 2, "lost"), None, None, stream)
+    fine = task_runs.send_enqueue(client, limits, _chunk("a", 2), None, None, stream)
+    with pytest.raises(StoreError, match="no longer exists"):
+        gone()
+    fine()
+    stream.close()
+    assert _index(client) == ["a00", "a01"]
+    assert client.ping()
+
+
+def test_a_stream_closed_with_replies_unread_hands_back_no_stale_reply(client, limits) -> None:
+    seed_flow_run(client, "f1")
+    stream = EnqueueStream(client)
+    task_runs.send_enqueue(client, limits, _chunk("a", 2), None, None, stream)
+    stream.close()  # the reply was never read: the connection must not be reused as is
+    for _ in range(3):  # whichever pooled connection answers, it answers its own command
+        assert client.get("nothing-here") is None
+        assert client.echo("mine") == b"mine"
+
+
+def test_a_health_check_due_between_chunks_does_not_read_a_chunks_reply(client, limits) -> None:
+    seed_flow_run(client, "f1")
+    stream = EnqueueStream(client)
+    first = task_runs.send_enqueue(client, limits, _chunk("a", 2), None, None, stream)
+    # The driver's client checks every 30 s; as if that had passed since the last read:
+    stream._conn.health_check_interval, stream._conn.next_health_check = 30, 0
+    second = task_runs.send_enqueue(client, limits, _chunk("b", 2), None, None, stream)
+    first()
+    second()
+    stream.close()
+    assert _index(client) == ["a00", "a01", "b00", "b01"]
