@@ -39,7 +39,8 @@ DRIVER = textwrap.dedent('''
 
     started = time.monotonic()
     try:
-        out = {"value": double.submit(21, float(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "").result(timeout=120)}
+        marker = sys.argv[2] if len(sys.argv) > 2 else ""
+        out = {"value": double.submit(21, float(sys.argv[1]), marker).result(timeout=120)}
     except Exception as exc:
         out = {"error": type(exc).__name__, "message": str(exc)}
     out["seconds"] = time.monotonic() - started

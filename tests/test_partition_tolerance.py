@@ -66,8 +66,8 @@ def _start(hosts: Hosts, tmp_path: Path, **env: str) -> tuple[dict[str, str], li
 def _waiting_driver(hosts: Hosts, env: dict[str, str], driver: list[str], pause: float,
                     queue: str, started: Path | str = "") -> subprocess.Popen[str]:
     return subprocess.Popen(["ip", "netns", "exec", hosts.client_ns, *driver, str(pause),
-                             queue, str(started)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                             queue, str(started)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _outcome(proc: subprocess.Popen[str]) -> tuple[dict, str]:

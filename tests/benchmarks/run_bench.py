@@ -1,12 +1,13 @@
 """flowkit against plain RQ and a hand-rolled loop: same machine, server and task bodies, one run.
 
-Starts its own Valkey/Redis (flowkit's embedded launcher, loopback, temporary FLOWKIT_HOME), then
+Starts its own Valkey/Redis (flowkit's embedded launcher, loopback, temporary FLOWKIT_HOME),
 starts the workers of every system (flowkit, RQ, the loop; disjoint keys) and runs every
 workload (workloads.py, flowkit_only.py) on each system in turn, workload by workload, so the
-two figures of a ratio are measured seconds apart; then stops them. Then the fleet (fleet.py: many workers, two driver
-processes; flowkit and the loop) and every system again through a proxy adding 1 ms each way
-(proxied.py). Prints the table (report.py) with ratios flowkit/RQ and flowkit/loop, the targets
-of issue 9 and whether flowkit meets them; ``--json`` writes it all for readme_table.py.
+two figures of a ratio are measured seconds apart; then stops them. Then the fleet (fleet.py:
+many workers, two driver processes; flowkit and the loop) and every system again through a
+proxy adding 1 ms each way (proxied.py). Prints the table (report.py) with ratios flowkit/RQ
+and flowkit/loop, the targets of issue 9 and whether flowkit meets them; ``--json`` writes it
+all for readme_table.py.
 Every figure's results are checked; a failed check is an error and the exit status is 1.
 
     .venv/bin/python tests/benchmarks/run_bench.py --json bench-results.json [--only w4]
