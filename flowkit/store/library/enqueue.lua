@@ -21,7 +21,7 @@
 -- Returns how many were answered from the cache.
 register('enqueue', function(_, args)
   local ctx, a = context(args)
-  local flow_run_id, task_name, queue = a[1], a[2], a[3]
+  local flow_run_id, name, queue = a[1], a[2], a[3]
   local fr = K.flow_run(flow_run_id)
   local pending, hits, queued_ids, index = 0, 0, {}, {}
   if a[12] ~= '' then
@@ -36,8 +36,11 @@ register('enqueue', function(_, args)
   -- A task run records only what differs from the usual: its reply stream when it is not
   -- its flow run's, tags, retries and upstream ids when there are any (a lean record is most
   -- of what a finished run costs in memory).
-  local shared = {'flow_run_id', flow_run_id, 'task_name', task_name, 'queue', queue,
-                  'state', 'pending', 'created', ctx.ts}
+  -- Short names for what only readers use (the layout: transitions.lua); c is created, in
+  -- epoch microseconds: the record's other times count from it.
+  local created = us_text(ctx.us)
+  local shared = {'flow_run_id', flow_run_id, 'n', name, 'queue', queue,
+                  'state', 'pending', 'c', created}
   if (redis.call('HGET', fr, 'reply_to') or '') ~= a[4] then
     table.insert(shared, 'reply_to'); table.insert(shared, a[4])
   end
@@ -47,7 +50,7 @@ register('enqueue', function(_, args)
   for i = 15, #a, 8 do
     local id, held, cache_key = a[i], a[i + 4], a[i + 6]
     local tr = K.task_run(id)
-    local fields = {'parameters', a[i + 3]}
+    local fields = {'p', a[i + 3]}
     for _, v in ipairs(shared) do table.insert(fields, v) end
     if a[i + 5] ~= '' then table.insert(fields, 'upstream'); table.insert(fields, a[i + 5]) end
     if a[i + 2] == '' then table.insert(fields, 'big'); table.insert(fields, '1') end
@@ -70,7 +73,7 @@ register('enqueue', function(_, args)
     if value then
       -- Created CACHED: it never counts as pending.
       local t = {id = id, key = tr, flow_run_id = flow_run_id, queue = queue,
-                 reply_to = a[4]}
+                 reply_to = a[4], c = created}
       answer_from_cache(ctx, t, value, 'answered from the cache (key ' .. cache_key .. ')')
       hits = hits + 1
     else
