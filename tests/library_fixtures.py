@@ -48,9 +48,9 @@ def seed_task_run(client: Any, task_run_id: str, flow_run_id: str = "f1", state:
     row = {"flow_run_id": flow_run_id, "n": "t", "queue": QUEUE, "state": state,
            "attempt": attempt, "c": CREATED_US, "reply_to": REPLY, "retries": 0, **fields}
     if state == "running":
-        prefix = worker + "."
-        row.update(worker=worker, b=NOW_US - 1_000_000 - CREATED_US,
-                   x=executor[len(prefix):] if executor.startswith(prefix) else executor)
+        row.update(b=NOW_US - 1_000_000 - CREATED_US,
+                   **({"w": executor} if executor.startswith(worker + ".")
+                      else {"w": worker, "x": executor}))
         client.rpush(keys.processing(executor), task_run_id)
         client.zadd(keys.LEASES, {task_run_id: NOW + 30 if lease is None else lease})
         client.hincrby(keys.queue_stats(QUEUE), "running", 1)

@@ -4,8 +4,9 @@ The record is one hash (``keys.task_run``) kept lean on purpose: a finished task
 a big map leaves behind in Redis, so it holds no field another one implies (the layout is
 documented at the top of ``library/transitions.lua``). Readers get the same names as ever:
 
-- ``p``, ``n`` are ``parameters`` and ``task_name``; ``x`` names the ``executor`` (its
-  suffix alone when the id is ``<worker>.<digits>``; after a ``=`` when whole but all digits).
+- ``p``, ``n`` are ``parameters`` and ``task_name``. ``w`` names who holds the attempt: the
+  ``executor`` id alone when it is ``<worker>.<digits>`` (the ``worker`` is implied), else
+  the ``worker``, with the ``executor`` in ``x``.
 - ``c`` is ``created`` in epoch microseconds, and every other time counts from it in
   microseconds: ``b`` (the attempt's start), ``b + e`` (its end: ``e`` is its length), and
   each history entry's ``ts``.
@@ -17,7 +18,8 @@ documented at the top of ``library/transitions.lua``). Readers get the same name
   attempt names its worker only when it is not the attempt's own; :func:`history` fills it in.
 
 Records written before this layout (``created``, ``started`` and ``ended`` in epoch seconds,
-``parameters``, ``task_name``, ``executor``, every entry written out with epoch seconds) read
+``parameters``, ``task_name``, ``worker``, ``executor``, every entry written out with epoch
+seconds) read
 the same way: a ``ts`` with a fraction is epoch seconds, an integer one microseconds after
 ``c`` (0 when the record has none: the library finishing such a record writes epoch
 microseconds).
@@ -31,7 +33,7 @@ from typing import Any
 
 _HISTORY_FIELD = re.compile(r"h\d+")
 #: Internal bookkeeping fields (and a small sealed result, bytes), left out of what readers see.
-_INTERNAL = frozenset({"hn", "big", "result", "c", "b", "e", "x", "p", "n"})
+_INTERNAL = frozenset({"hn", "big", "result", "c", "b", "e", "w", "x", "p", "n"})
 #: Short field names and the names readers know them by.
 _RENAMED = (("p", "parameters"), ("n", "task_name"))
 #: History entry items, by position.
@@ -54,14 +56,16 @@ def _seconds_us(value: str) -> int:
     return round(float(value) * 1_000_000)
 
 
-def executor_of(raw: dict[str, str]) -> str | None:
-    """The executor id a record names (``x``, or ``executor`` before the compact layout)."""
-    x = raw.get("x")
-    if x is None:
-        return raw.get("executor")
-    if x.startswith("="):
-        return x[1:]
-    return f"{raw.get('worker', '')}.{x}" if _DIGITS.fullmatch(x) else x
+def holder_of(raw: dict[str, str]) -> tuple[str | None, str | None]:
+    """The worker and executor a record names (``w`` and ``x``, or ``worker`` and
+    ``executor`` before the compact layout)."""
+    w = raw.get("w")
+    if w is None:
+        return raw.get("worker"), raw.get("executor")
+    if "x" in raw:
+        return w, raw["x"]
+    worker, dot, suffix = w.rpartition(".")
+    return (worker if dot and _DIGITS.fullmatch(suffix) else w), w
 
 
 def _entries_us(raw: dict[str, str]) -> list[dict[str, Any]]:
@@ -83,8 +87,9 @@ def _entries_us(raw: dict[str, str]) -> list[dict[str, Any]]:
     if "b" in raw:
         attempt, start = int(raw.get("attempt") or 0), base + int(raw["b"])
         implied: list[dict[str, Any]] = [{"state": "running", "ts": start, "attempt": attempt}]
-        if raw.get("worker"):
-            implied[0]["worker"] = raw["worker"]
+        worker = holder_of(raw)[0]
+        if worker:
+            implied[0]["worker"] = worker
         if "e" in raw:
             implied.append({"state": raw.get("state", ""), "ts": start + int(raw["e"]),
                             "attempt": attempt})
@@ -133,7 +138,9 @@ def fields(task_run_id: str, raw: dict[str, str]) -> dict[str, str]:
     for short, name in _RENAMED:
         if short in raw:
             out[name] = raw[short]
-    executor = executor_of(raw)
+    worker, executor = holder_of(raw)
+    if worker is not None:
+        out["worker"] = worker
     if executor is not None:
         out["executor"] = executor
     out.setdefault("id", task_run_id)

@@ -242,10 +242,10 @@ register('renew', function(_, args)
   local n, in_hand, deadline = 0, tonumber(a[3]), ctx.now + tonumber(a[2])
   for i = 4, #a do
     local tr = K.task_run(a[i])
-    local f = redis.call('HMGET', tr, 'state', 'worker', 'attempt')
-    if f[1] == 'running' and f[2] == a[1] then
+    local f = redis.call('HMGET', tr, 'state', 'attempt', 'w', 'x', 'worker')
+    if f[1] == 'running' and (holder_of(f[3], f[4]) or f[5]) == a[1] then
       n = n + redis.call('ZADD', K.LEASES, 'XX', 'CH', deadline, a[i])
-      if i < 4 + in_hand then redis.call('HSET', tr, 'in_hand', f[3]) end
+      if i < 4 + in_hand then redis.call('HSET', tr, 'in_hand', f[2]) end
     end
   end
   return n

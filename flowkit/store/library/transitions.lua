@@ -8,54 +8,58 @@
 
 -- The record's layout (flowkit/store/task_records.py reads it): enqueue writes p
 -- (parameters), flow_run_id, n (task name), queue, state and c (created, epoch
--- microseconds); a claim writes attempt, worker, x (the executor, see executor_field) and b
--- (the attempt's start, microseconds after c); a plain end writes e (the attempt's length in
--- microseconds). b and e imply the attempt's history entries (base.lua's write_out_implied).
--- Records written before this layout have 'started' (epoch seconds, with their 'running'
--- entry written out) and 'executor' instead of b and x, and no c: they are read as such.
+-- microseconds); a claim writes attempt, w (and maybe x: who holds it, see holder_fields)
+-- and b (the attempt's start, microseconds after c); a plain end writes e (the attempt's
+-- length in microseconds). b and e imply the attempt's history entries (base.lua's
+-- write_out_implied). Records written before this layout have 'started' (epoch seconds,
+-- with their 'running' entry written out), 'worker' and 'executor' instead of b, w and x,
+-- and no c: they are read as such.
 --
 -- The fields a transition reads. hn: history entries so far; big: the call body is stored
 -- apart (too large to pass through Lua); cancel_requested: flagged for cancellation.
 -- reply_to is kept on a task run only when it is not its flow run's (reply_stream).
 local TASK_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'c', 'b', 'e',
-                     'started', 'worker', 'x', 'executor', 'cache_key', 'hn', 'big',
+                     'started', 'w', 'x', 'worker', 'executor', 'cache_key', 'hn', 'big',
                      'cancel_requested', 'keep'}
 -- What a claim and a finish read (each field read costs: these run once per task).
 local CLAIM_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'c', 'hn', 'big'}
 local FINISH_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'c', 'b',
-                       'started', 'worker', 'cache_key', 'hn', 'cancel_requested', 'keep'}
+                       'started', 'w', 'x', 'worker', 'cache_key', 'hn', 'cancel_requested',
+                       'keep'}
 
--- How a record names its executor: by the suffix alone when the id is '<worker>.<digits>'
--- (as flowkit's executors are named: the worker is in the record already), otherwise whole,
--- after a '=' when it could be read as a suffix. Built once per call (a claim's runs share it).
-local function executor_field(worker, executor)
-  local memo = W.executor_field
+-- Who holds an attempt, as its record names it: w = the executor's id alone when that is
+-- '<worker>.<digits>' (flowkit's executors are named so: the worker is implied), otherwise
+-- w = the worker and x = the executor. Built once per call (a claim's runs share it).
+local function holder_fields(worker, executor)
+  local memo = W.holder_fields
   if memo and memo[1] == worker and memo[2] == executor then return memo[3] end
-  local field = executor
+  local fields = {'w', worker, 'x', executor}
   local n = #worker
   if string.sub(executor, 1, n + 1) == worker .. '.' and
      string.find(executor, '^%d+$', n + 2) then
-    field = string.sub(executor, n + 2)
-  elseif string.find(executor, '^%d+$') or string.byte(executor, 1) == 61 then
-    field = '=' .. executor
+    fields = {'w', executor}
   end
-  W.executor_field = {worker, executor, field}
-  return field
+  W.holder_fields = {worker, executor, fields}
+  return fields
 end
 
--- The executor id a record's x stands for (nil when it has none).
-local function executor_of(x, worker)
-  if not x then return nil end
-  if string.byte(x, 1) == 61 then return string.sub(x, 2) end
-  if string.find(x, '^%d+$') then return (worker or '') .. '.' .. x end
-  return x
+-- The worker and executor of record fields w and x (holder_fields), or nil, nil when there
+-- are none. The worker of a lone w is built once per call.
+local function holder_of(w, x)
+  if not w then return nil, nil end
+  if x then return w, x end
+  local memo = W.holder_of
+  if memo and memo[1] == w then return memo[2], w end
+  local worker = string.match(w, '^(.*)%.%d+$') or w
+  W.holder_of = {w, worker}
+  return worker, w
 end
 
 local function load_task(id, names)
   local key = K.task_run(id)
   local t = read(key, names or TASK_FIELDS)
   t.id, t.key = id, key
-  if t.x then t.executor = executor_of(t.x, t.worker) end
+  if t.w then t.worker, t.executor = holder_of(t.w, t.x) end
   return t
 end
 
@@ -305,7 +309,7 @@ local function give_back(ctx, t, message)
   if not allowed(t.state, 'pending', 'task run ' .. t.id) then return false end
   local fields = {'state', 'pending', 'attempt', tonumber(t.attempt) - 1}
   if t.b then  -- its 'running' entry is implied: it goes with b
-    redis.call('HDEL', t.key, 'b', 'worker', 'x')
+    redis.call('HDEL', t.key, 'b', 'w', 'x')
     t.b = nil
   else  -- recorded before the compact layout: its 'running' entry is the last one
     local n = tonumber(t.hn) or 0
@@ -347,8 +351,8 @@ local function start_attempt(ctx, t, worker, executor, lease_seconds)
   local attempt = (tonumber(t.attempt) or 0) + 1
   -- Its 'running' history entry is implied by b, attempt and worker (write_out_implied).
   local b = us_text(since_created(ctx, t))
-  redis.call('HSET', t.key, 'state', 'running', 'attempt', attempt, 'b', b, 'worker', worker,
-             'x', executor_field(worker, executor))
+  redis.call('HSET', t.key, 'state', 'running', 'attempt', attempt, 'b', b,
+             unpack(holder_fields(worker, executor)))
   set_lease(t.id, ctx.now + lease_seconds)
   count_move(t, t.state, 'running')
   emit(C.TASK_RUN_EVENT, 'running', t.id, t.flow_run_id)
