@@ -15,11 +15,12 @@ from library_fixtures import QUEUE, REPLY, seed_flow_run
 SEALED = b"FKS1" + b"k" * 8 + b"h" * 32 + b"p" * 16  #: the size of a small sealed result
 
 
-def _enqueue(client: Any, limits: Any, task_run_id: str, **options: Any) -> None:
-    seed_flow_run(client, "f1")
+def _enqueue(client: Any, limits: Any, task_run_id: str, task_name: str = "noop") -> None:
+    if not client.exists(keys.flow_run("f1")):
+        seed_flow_run(client, "f1")
     task_runs.enqueue_task_runs(client, limits, [TaskRunSpec(
-        id=task_run_id, flow_run_id="f1", task_name="noop", queue=QUEUE, envelope=b"head",
-        body=b"body", reply_to=REPLY, parameters='{"x": 17071}', **options)])
+        id=task_run_id, flow_run_id="f1", task_name=task_name, queue=QUEUE, envelope=b"head",
+        body=b"body", reply_to=REPLY, parameters='{"x": 17071}')])
 
 
 def _claim(client: Any, limits: Any, worker: str, executor: str) -> Claim:
@@ -38,9 +39,10 @@ def test_a_plain_finished_run_keeps_only_what_it_cannot_imply(client, limits) ->
     assert attempts.finish(client, limits, "vm-1-ab", "vm-1-ab.1",
                            [(claimed, Outcome("completed", result=SEALED))]) == [1]
     raw = _raw(client, "t1")
-    assert set(raw) == {"p", "flow_run_id", "n", "queue", "state", "c", "attempt", "b",
-                        "w", "e", "result"}
-    assert raw["w"] == b"vm-1-ab.1" and raw["state"] == b"completed" and raw["n"] == b"noop"
+    # (its task name is its flow run's: the first of its task runs named it there)
+    assert set(raw) == {"p", "flow_run_id", "queue", "state", "c", "attempt", "b", "w", "e",
+                        "result"}
+    assert raw["w"] == b"vm-1-ab.1" and raw["state"] == b"completed"
     assert client.object("encoding", keys.task_run("t1")) == b"listpack"
     assert max(len(v) for v in raw.values()) < 64
     record = task_runs.get_task_run(client, "t1") or {}
@@ -117,3 +119,27 @@ def test_a_run_answered_from_the_cache_never_ran(client, limits) -> None:  # typ
     assert record["duration"] == "0.0"
     [entry] = task_runs.get_history(client, "t1")
     assert entry["state"] == "cached" and entry["ts"] == float(record["ended"])
+
+
+def test_task_runs_of_another_task_than_their_flow_runs_first_name_it(client, limits) -> None:  # type: ignore[no-untyped-def]
+    _enqueue(client, limits, "t1")
+    _enqueue(client, limits, "t2", task_name="other")
+    assert client.hget(keys.flow_run("f1"), "task_name") == b"noop"
+    assert "n" not in _raw(client, "t1") and _raw(client, "t2")["n"] == b"other"
+    assert [(r["id"], r["task_name"]) for r in task_runs.get_task_runs(client, "f1")] == [
+        ("t1", "noop"), ("t2", "other")]
+    assert [(task_runs.get_task_run(client, i) or {})["task_name"] for i in ("t1", "t2")] == [
+        "noop", "other"]
+
+
+def test_a_small_result_is_pickled_without_its_frame_header() -> None:
+    from flowkit import serializers
+
+    values = [70_000, 2**62, -5, None, "hello", [1, 2, 3], {"a": 1.5}, "x" * 300]
+    for value in values:
+        data = serializers.dumps_result(value)
+        assert serializers.loads(data) == value
+        assert data[2] != 0x95 or len(data) >= 256  # FRAME left out of small ones
+    assert len(serializers.dumps_result(70_000)) == 8  # PROTO 5, BININT, STOP
+    assert len(serializers.seal(serializers.SigningKey(b"s" * 32),
+                                serializers.dumps_result(2**62))) <= 64

@@ -4,9 +4,11 @@ The record is one hash (``keys.task_run``) kept lean on purpose: a finished task
 a big map leaves behind in Redis, so it holds no field another one implies (the layout is
 documented at the top of ``library/transitions.lua``). Readers get the same names as ever:
 
-- ``p``, ``n`` are ``parameters`` and ``task_name``. ``w`` names who holds the attempt: the
-  ``executor`` id alone when it is ``<worker>.<digits>`` (the ``worker`` is implied), else
-  the ``worker``, with the ``executor`` in ``x``.
+- ``p``, ``n`` are ``parameters`` and ``task_name``; a record without ``n`` has its flow
+  run's ``task_name`` (that of its first task runs: a map's).
+- ``w`` names who holds the attempt: the ``executor`` id alone when it is
+  ``<worker>.<digits>`` (the ``worker`` is implied), else the ``worker``, with the
+  ``executor`` in ``x``.
 - ``c`` is ``created`` in epoch microseconds, and every other time counts from it in
   microseconds: ``b`` (the attempt's start), ``b + e`` (its end: ``e`` is its length), and
   each history entry's ``ts``.
@@ -130,14 +132,22 @@ def _times_us(raw: dict[str, str], entries: list[dict[str, Any]]) -> dict[str, i
     return out
 
 
-def fields(task_run_id: str, raw: dict[str, str]) -> dict[str, str]:
+def names_its_task(raw: dict[str, str]) -> bool:
+    """Whether a record names its task (else it is its flow run's ``task_name``)."""
+    return "n" in raw or "task_name" in raw
+
+
+def fields(task_run_id: str, raw: dict[str, str], flow_task: str = "") -> dict[str, str]:
     """A record's fields as readers know them: without the history and bookkeeping, with
-    ``id`` and the derived ``updated`` (its latest time) and ``duration``."""
+    ``id`` and the derived ``updated`` (its latest time) and ``duration``. ``flow_task``:
+    its flow run's ``task_name``, for a record that names none."""
     out = {k: v for k, v in raw.items()
            if k not in _INTERNAL and not _HISTORY_FIELD.fullmatch(k)}
     for short, name in _RENAMED:
         if short in raw:
             out[name] = raw[short]
+    if flow_task and not names_its_task(raw):
+        out["task_name"] = flow_task
     worker, executor = holder_of(raw)
     if worker is not None:
         out["worker"] = worker

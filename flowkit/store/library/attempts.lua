@@ -147,7 +147,7 @@ local function log_refusal(ctx, t, attempt, worker)
     tostring(t.attempt) .. ' (' .. tostring(t.state) .. ', worker ' .. tostring(t.worker) ..
     '); its outcome was discarded (the worker was frozen or cut off past its lease)'
   local fields = {'ts', ctx.ts, 'level', 'WARNING', 'message', line, 'task_run_id', t.id,
-                  'name', task_name(t.key)}
+                  'name', task_name(t)}
   if t.flow_run_id then
     redis.call('XADD', K.logs(t.flow_run_id), 'MAXLEN', '~', C.LOGS_MAXLEN, '*', unpack(fields))
   end

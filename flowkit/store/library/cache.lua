@@ -33,7 +33,7 @@ settle = function(ctx, t, to, value)
     else
       redis.call('SET', K.cache(key), value)
     end
-    redis.call('SADD', K.cache_index(task_name(t.key)), key)
+    redis.call('SADD', K.cache_index(task_name(t)), key)
     if leader then
       redis.call('DEL', K.cache_lock(key))
       local message = 'answered by the run that computed cache key ' .. key

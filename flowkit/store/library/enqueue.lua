@@ -34,15 +34,20 @@ register('enqueue', function(_, args)
       'again')
   end
   -- A task run records only what differs from the usual: its reply stream when it is not
-  -- its flow run's, tags, retries and upstream ids when there are any (a lean record is most
-  -- of what a finished run costs in memory).
-  -- Short names for what only readers use (the layout: transitions.lua); c is created, in
-  -- epoch microseconds: the record's other times count from it.
+  -- its flow run's, its task name (n) when it is not the one its flow run names (that of its
+  -- first task runs: a map's, all of them), tags, retries and upstream ids when there are any
+  -- (a lean record is most of what a finished run costs in memory). c is created, in epoch
+  -- microseconds: the record's other times count from it (the layout: transitions.lua).
   local created = us_text(ctx.us)
-  local shared = {'flow_run_id', flow_run_id, 'n', name, 'queue', queue,
-                  'state', 'pending', 'c', created}
-  if (redis.call('HGET', fr, 'reply_to') or '') ~= a[4] then
+  local shared = {'flow_run_id', flow_run_id, 'queue', queue, 'state', 'pending', 'c', created}
+  local f = redis.call('HMGET', fr, 'reply_to', 'task_name')
+  if (f[1] or '') ~= a[4] then
     table.insert(shared, 'reply_to'); table.insert(shared, a[4])
+  end
+  if not f[2] then
+    redis.call('HSET', fr, 'task_name', name)
+  elseif f[2] ~= name then
+    table.insert(shared, 'n'); table.insert(shared, name)
   end
   if a[5] ~= '[]' then table.insert(shared, 'tags'); table.insert(shared, a[5]) end
   if a[6] ~= '0' then table.insert(shared, 'retries'); table.insert(shared, a[6]) end

@@ -7,8 +7,9 @@
 -- t.id and t.key. Helpers update t.state as they go.
 
 -- The record's layout (flowkit/store/task_records.py reads it): enqueue writes p
--- (parameters), flow_run_id, n (task name), queue, state and c (created, epoch
--- microseconds); a claim writes attempt, w (and maybe x: who holds it, see holder_fields)
+-- (parameters), flow_run_id, n (the task name, when not its flow run's task_name), queue,
+-- state and c (created, epoch microseconds); a claim writes attempt, w (and maybe x: who
+-- holds it, see holder_fields)
 -- and b (the attempt's start, microseconds after c); a plain end writes e (the attempt's
 -- length in microseconds). b and e imply the attempt's history entries (base.lua's
 -- write_out_implied). Records written before this layout have 'started' (epoch seconds,
@@ -63,10 +64,13 @@ local function load_task(id, names)
   return t
 end
 
--- A task run's task name: n ('task_name' in records written before the compact layout).
-local function task_name(key)
-  local f = redis.call('HMGET', key, 'n', 'task_name')
-  return f[1] or f[2] or ''
+-- Task run t's task name: n, else its flow run's task_name ('task_name' in records written
+-- before the compact layout).
+local function task_name(t)
+  local f = redis.call('HMGET', t.key, 'n', 'task_name')
+  if f[1] or f[2] then return f[1] or f[2] end
+  if not t.flow_run_id then return '' end
+  return redis.call('HGET', K.flow_run(t.flow_run_id), 'task_name') or ''
 end
 
 -- The driver stream a task run's outcome goes to: its own, else its flow run's (read once
