@@ -29,21 +29,26 @@ logger = logging.getLogger(__name__)
 READ_COUNT, BLOCK_MS = 2000, 1000
 #: A listener quiet for longer than one blocking read and this many seconds is cut off.
 QUIET_GRACE_SECONDS = 1.5
-#: The stream is trimmed of what was read after this many entries or seconds.
+#: The stream is trimmed of what was read after this many entries or seconds...
 TRIM_EVERY, TRIM_SECONDS = 1000, 1.0
+#: ...or at once, past this many entries, when the driver waits for nothing more (a driver
+#: that waits on one call at a time would otherwise trim after every reply).
+SETTLED_TRIM_ENTRIES = 64
 #: Longest pause between two tries to reach an unreachable Redis.
 MAX_BACKOFF_SECONDS = 2.0
 
 
 class ReplyListener:
     """Reads one reply stream in a daemon thread and calls ``handle(fields)`` per entry, and
-    ``periodic()`` at most every ``period`` seconds while Redis answers."""
+    ``periodic()`` at most every ``period`` seconds while Redis answers. ``settled()`` says
+    whether its driver waits for nothing more: then what was read is trimmed at once."""
 
     def __init__(self, client: redis.Redis, stream: str,
                  handle: Callable[[dict[bytes, bytes]], None],
-                 periodic: Callable[[], None] | None = None, period: float = 1.0) -> None:
+                 periodic: Callable[[], None] | None = None, period: float = 1.0,
+                 settled: Callable[[], bool] | None = None) -> None:
         self.client, self.stream, self.handle = client, stream, handle
-        self.periodic, self.period = periodic, period
+        self.periodic, self.period, self.settled = periodic, period, settled
         self._stopping = False
         self._last_ok = time.monotonic()
         self._untrimmed, self._trimmed_at = 0, 0.0
@@ -86,6 +91,8 @@ class ReplyListener:
             self._last_ok = time.monotonic()
             if reply:
                 last = self._take(reply[0][1])
+            elif self._untrimmed:  # quiet now: what was read need not wait for more
+                self._trim(last)
             if self.periodic is not None and self._last_ok >= next_check:
                 next_check = self._last_ok + self.period
                 self._run_periodic()
@@ -97,14 +104,22 @@ class ReplyListener:
         self._untrimmed += len(entries)
         now = time.monotonic()
         # Trimming is housekeeping: once per TRIM_EVERY entries or TRIM_SECONDS, not after
-        # every read (a round trip each: under a stream of small replies, half the driver's).
-        if self._untrimmed >= TRIM_EVERY or now - self._trimmed_at >= TRIM_SECONDS:
-            try:
-                self.client.xtrim(self.stream, minid=last, approximate=True)
-                self._untrimmed, self._trimmed_at = 0, now
-            except Exception:  # the next read trims further
-                pass
+        # every read (a round trip each: under a stream of small replies, half the driver's),
+        # and when the driver waits for nothing more (or the stream goes quiet): the replies
+        # of a finished map must not stay in Redis, megabytes of them, until the next one.
+        if (self._untrimmed >= TRIM_EVERY or now - self._trimmed_at >= TRIM_SECONDS
+                or (self._untrimmed >= SETTLED_TRIM_ENTRIES and self.settled is not None
+                    and self.settled())):
+            self._trim(last)
         return last
+
+    def _trim(self, last: str) -> None:
+        """Drop what was read, up to ``last`` (whole stream nodes: approximate)."""
+        try:
+            self.client.xtrim(self.stream, minid=last, approximate=True)
+            self._untrimmed, self._trimmed_at = 0, time.monotonic()
+        except Exception:  # the next read trims further
+            pass
 
     def _on_failure(self, exc: Exception, failures: int) -> None:
         if self._stopping:

@@ -101,7 +101,8 @@ class Driver:
         listener_client = connect(self.url, connect_timeout=settings.connect_timeout,
                                   socket_timeout=settings.socket_timeout + 5)
         self._listener = ReplyListener(listener_client, self.reply_key, self._handle,
-                                       periodic=self._watch, period=CHECK_SECONDS)
+                                       periodic=self._watch, period=CHECK_SECONDS,
+                                       settled=lambda: not self._futures)
         self._listener.start()
         atexit.register(self.close)
 

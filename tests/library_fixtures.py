@@ -2,7 +2,8 @@
 
 ``seed_*`` write runs straight into Redis the way the library would have left them; the
 ``observe`` function reads back everything a case may assert on, under flat names:
-``task:<id>.<field>``, ``flow:<id>.<field>``, ``queue:<name>``, ``job:<id>.status`` (None when
+``task:<id>.<field>`` (as stored, and as ``task_records.fields`` shows it),
+``flow:<id>.<field>``, ``queue:<name>``, ``job:<id>.status`` (None when
 the RQ job is gone), ``history:<id>`` (the states), ``leases``, ``lease_in`` and
 ``retries_due`` (seconds from the server's now), ``events`` ((kind, id, state) tuples),
 ``reply:<stream>`` ((kind, id, state) tuples), ``deadletter``, ``logs:<flow run>`` (the
@@ -11,7 +12,6 @@ messages), ``cache:<key>`` (stored or not), ``processing:<executor>``.
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -22,6 +22,9 @@ from flowkit.store.clock import server_time
 from flowkit.store.events import parse_state_events
 
 NOW = time.time()
+#: NOW in epoch microseconds, and the created time of the task runs seed_task_run writes.
+NOW_US = round(NOW * 1_000_000)
+CREATED_US = NOW_US - 10_000_000
 QUEUE = "q"
 REPLY = keys.reply("driver1")
 
@@ -39,17 +42,17 @@ def seed_flow_run(client: Any, flow_run_id: str, state: str = "running", **field
 def seed_task_run(client: Any, task_run_id: str, flow_run_id: str = "f1", state: str = "pending",
                   *, attempt: int = 0, queued: bool = False, worker: str = "w1",
                   executor: str = "w1.0", lease: float | None = None, **fields: Any) -> None:
-    """A task run in ``state`` with its RQ job, counted on its flow run; a running one is on
-    its executor's processing list with a lease and a 'running' history entry (kept in the
-    record, as the library keeps it)."""
-    row = {"id": task_run_id, "flow_run_id": flow_run_id, "task_name": "t", "queue": QUEUE,
-           "state": state, "attempt": attempt, "created": NOW, "updated": NOW,
-           "reply_to": REPLY, "retries": 0, **fields}
+    """A task run in ``state`` with its RQ job, counted on its flow run, in the library's
+    compact layout (created 10 s before NOW); a running one is on its executor's processing
+    list with a lease, started at NOW - 1 (its 'running' history entry implied by b)."""
+    row = {"flow_run_id": flow_run_id, "n": "t", "queue": QUEUE, "state": state,
+           "attempt": attempt, "c": CREATED_US, "reply_to": REPLY, "retries": 0, **fields}
     if state == "running":
-        row.update(worker=worker, executor=executor, started=NOW - 1)
+        row.update(b=NOW_US - 1_000_000 - CREATED_US,
+                   **({"w": executor} if executor.startswith(worker + ".")
+                      else {"w": worker, "x": executor}))
         client.rpush(keys.processing(executor), task_run_id)
         client.zadd(keys.LEASES, {task_run_id: NOW + 30 if lease is None else lease})
-        row.update(h1=json.dumps(["running", NOW - 1, attempt, worker]), hn=1)
         client.hincrby(keys.queue_stats(QUEUE), "running", 1)
     client.hset(keys.task_run(task_run_id), mapping=row)
     client.hset(keys.rq_job(task_run_id), mapping={"status": "queued",
@@ -84,8 +87,11 @@ def observe(client: Any, tasks: list[str], flows: list[str],
     """Everything a contract case may assert on, by flat name."""
     seen: dict[str, Any] = {}
     for t in tasks:
-        for k, v in client.hgetall(keys.task_run(t)).items():
-            seen[f"task:{t}.{k.decode()}"] = v.decode()
+        raw = {k.decode(): v.decode() for k, v in client.hgetall(keys.task_run(t)).items()}
+        # The fields as stored, then as readers see them (executor, started, ended...).
+        shown = {**raw, **(task_records.fields(t, raw) if raw else {})}
+        for k, v in shown.items():
+            seen[f"task:{t}.{k}"] = v
         status = client.hget(keys.rq_job(t), "status")
         seen[f"job:{t}.status"] = status.decode() if status else None
         seen[f"job:{t}.ttl"] = client.pttl(keys.rq_job(t)) > 0

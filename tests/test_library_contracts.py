@@ -22,9 +22,10 @@ from flowkit.store import attempts, flow_runs, functions, keys, task_runs, worke
 from flowkit.store.attempts import Claim, Outcome
 from flowkit.store.clock import server_time
 from flowkit.store.limits import CLAIM_SKIP_MAX
+from flowkit.store.task_records import time_text as _us_text
 from flowkit.store.task_runs import CacheOptions, TaskRunSpec
 
-from library_fixtures import NOW, QUEUE, REPLY, observe, seed_flow_run, seed_task_run
+from library_fixtures import NOW_US, QUEUE, REPLY, observe, seed_flow_run, seed_task_run
 
 R = f"reply:{REPLY}"
 
@@ -194,7 +195,8 @@ CASES = [
          lambda c, lim: attempts.finish(c, lim, "w1", "w1.0", [(
              Claim("t1", b"head", b"body", 1, "f1", REPLY, claimed_at=3600.0),
              Outcome("completed", result=b"r", started=3602.5))]),
-         {"task:t1.started": f"{NOW - 1 + 2.5:.6f}", "task:t1.state": "completed"},
+         {"task:t1.started": _us_text(NOW_US - 1_000_000 + 2_500_000),
+          "task:t1.state": "completed"},
          returns=[1]),
     Case("finish", "finish repeated after a lost reply is not reported as stale",
          running("t1"),

@@ -303,10 +303,13 @@ def get_task_runs(client: redis.Redis, flow_run_id: str, *, offset: int = 0,
         return []
     ids = index_page(client, flow_run_id, offset, offset + limit - 1)
     pipe = client.pipeline(transaction=False)
+    pipe.hget(keys.flow_run(flow_run_id), "task_name")
     for task_run_id in ids:
         pipe.hgetall(keys.task_run(task_run_id.decode()))
-    return [task_records.fields(task_run_id.decode(), decode(raw))
-            for task_run_id, raw in zip(ids, call(client, pipe.execute), strict=True) if raw]
+    flow_task, *raws = call(client, pipe.execute)
+    task = flow_task.decode() if flow_task else ""
+    return [task_records.fields(task_run_id.decode(), decode(raw), task)
+            for task_run_id, raw in zip(ids, raws, strict=True) if raw]
 
 
 def get_task_run(client: redis.Redis, task_run_id: str) -> dict[str, str] | None:
@@ -314,7 +317,14 @@ def get_task_run(client: redis.Redis, task_run_id: str) -> dict[str, str] | None
     if not is_run_id(task_run_id):
         return None
     raw = call(client, client.hgetall, keys.task_run(task_run_id))
-    return task_records.fields(task_run_id, decode(raw)) if raw else None
+    if not raw:
+        return None
+    record = decode(raw)
+    flow_task = ""
+    if not task_records.names_its_task(record) and record.get("flow_run_id"):
+        found = call(client, client.hget, keys.flow_run(record["flow_run_id"]), "task_name")
+        flow_task = found.decode() if found else ""
+    return task_records.fields(task_run_id, record, flow_task)
 
 
 def read_result(client: redis.Redis, task_run_id: str) -> bytes | None:
@@ -341,7 +351,8 @@ def get_history(client: redis.Redis, task_run_id: str) -> list[dict[str, Any]]:
     if not is_run_id(task_run_id):
         return []
     raw = call(client, client.hgetall, keys.task_run(task_run_id))
-    if raw and b"hn" not in raw:  # recorded before issue 9: its history is a list of its own
+    if raw and not {b"hn", b"c", b"b"} & raw.keys():  # recorded before issue 9: its history
+        # is a list of its own (a compact record's may be implied by b and e alone)
         legacy = call(client, client.lrange, keys.legacy_task_run_history(task_run_id), 0, -1)
         return [json.loads(item) for item in legacy]
     return task_records.history(decode(raw)) if raw else []

@@ -1,9 +1,16 @@
 -- attempts.lua: what executors do with the runs they take: claim, finish, give back.
 
--- A batched claim starts later than it was claimed: record the real start time, in the
--- run's fields and in the 'running' history entry the claim wrote (the last one, rebuilt from
--- what the record holds: no read). Adds to `fields`, the HSET the finish makes.
-local function correct_start(t, started, fields)
+-- A batched claim starts later than it was claimed: record the real start, `delay` seconds
+-- after the claim, in b (which implies the 'running' entry), or for a record claimed before
+-- the compact layout in 'started' and the 'running' entry the claim wrote (the last one,
+-- rebuilt from what the record holds: no read). Adds to `fields`, the HSET the finish makes.
+local function correct_start(t, delay, fields)
+  if t.b then
+    t.b = us_text(tonumber(t.b) + math.floor(delay * 1000000 + 0.5))
+    table.insert(fields, 'b'); table.insert(fields, t.b)
+    return
+  end
+  local started = string.format('%.6f', tonumber(t.started) + delay)
   t.started = started
   table.insert(fields, 'started'); table.insert(fields, started)
   local n = tonumber(t.hn)
@@ -108,8 +115,11 @@ register('claim', function(_, args)
 end)
 
 -- Whether this worker already recorded this outcome of this attempt (the executor repeats a
--- finish whose reply it lost): then a refusal is no news.
+-- finish whose reply it lost): then a refusal is no news. A plain end is implied by e.
 local function recorded_before(t, attempt, state, worker)
+  if redis.call('HEXISTS', t.key, 'e') == 1 and tostring(t.attempt) == attempt and t.state == state and t.worker == worker then
+    return true
+  end
   local n = tonumber(t.hn) or 0
   if n == 0 then return false end
   local names = {}
@@ -137,7 +147,7 @@ local function log_refusal(ctx, t, attempt, worker)
     tostring(t.attempt) .. ' (' .. tostring(t.state) .. ', worker ' .. tostring(t.worker) ..
     '); its outcome was discarded (the worker was frozen or cut off past its lease)'
   local fields = {'ts', ctx.ts, 'level', 'WARNING', 'message', line, 'task_run_id', t.id,
-                  'name', redis.call('HGET', t.key, 'task_name') or ''}
+                  'name', task_name(t)}
   if t.flow_run_id then
     redis.call('XADD', K.logs(t.flow_run_id), 'MAXLEN', '~', C.LOGS_MAXLEN, '*', unpack(fields))
   end
@@ -166,9 +176,7 @@ register('finish', function(_, args)
     local t = load_task(id, FINISH_FIELDS)
     if t.state == 'running' and t.attempt == attempt then
       local fields = {}
-      if started ~= '' and t.started then
-        correct_start(t, string.format('%.6f', tonumber(t.started) + tonumber(started)), fields)
-      end
+      if started ~= '' and (t.b or t.started) then correct_start(t, tonumber(started), fields) end
       local err = a[i + 4] ~= '' and a[i + 4] or nil
       if a[i + 8] ~= '' then
         if #fields > 0 then redis.call('HSET', t.key, unpack(fields)) end
@@ -234,10 +242,10 @@ register('renew', function(_, args)
   local n, in_hand, deadline = 0, tonumber(a[3]), ctx.now + tonumber(a[2])
   for i = 4, #a do
     local tr = K.task_run(a[i])
-    local f = redis.call('HMGET', tr, 'state', 'worker', 'attempt')
-    if f[1] == 'running' and f[2] == a[1] then
+    local f = redis.call('HMGET', tr, 'state', 'attempt', 'w', 'x', 'worker')
+    if f[1] == 'running' and (holder_of(f[3], f[4]) or f[5]) == a[1] then
       n = n + redis.call('ZADD', K.LEASES, 'XX', 'CH', deadline, a[i])
-      if i < 4 + in_hand then redis.call('HSET', tr, 'in_hand', f[3]) end
+      if i < 4 + in_hand then redis.call('HSET', tr, 'in_hand', f[2]) end
     end
   end
   return n

@@ -8,16 +8,24 @@
 --   ARGV[4] = crashes before a task run is dead-lettered
 --   ARGV[5..] = the function's own arguments, documented in its header as a[1], a[2], ...
 --
--- Time is the server's: ctx.now (epoch seconds, a number) and ctx.ts (the same instant as a
--- string with microseconds, for hash fields) come from TIME, read once per call. Leases,
+-- Time is the server's: ctx.now (epoch seconds, a number), ctx.ts (the same instant as a
+-- string with microseconds, for hash fields) and ctx.us (in microseconds, an integer number:
+-- task run records keep times as such, see us_text) come from TIME, read once per call. Leases,
 -- heartbeats, due retries and reaping then all compare one clock, whatever the hosts' clocks
 -- say (a worker an hour ahead once reaped healthy runs 41 ms after they started).
 
--- The server's clock: epoch seconds as a number and as a string with microseconds.
+-- The server's clock: epoch seconds as a number and as a string with microseconds, and
+-- epoch microseconds (exact in a Lua number: under 2^53).
 local function server_now()
   local t = redis.call('TIME')
   local ts = t[1] .. '.' .. string.format('%06d', tonumber(t[2]))
-  return tonumber(ts), ts
+  return tonumber(ts), ts, tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+-- An integer number as a hash value: Lua would write a large one as '1.79e+15' (a record
+-- keeps epoch microseconds; Redis stores the digits as an integer in a listpack).
+local function us_text(n)
+  return string.format('%.0f', n)
 end
 
 -- What a call writes once for all the runs it moves, at its end (flush_writes, which
@@ -37,8 +45,8 @@ begin_writes()
 local function context(args)
   local own = {}
   for i = 5, #args do own[i - 4] = args[i] end
-  local now, ts = server_now()
-  local ctx = {now = now, ts = ts, ttl_ms = args[2], inline = tonumber(args[3]),
+  local now, ts, us = server_now()
+  local ctx = {now = now, ts = ts, us = us, ttl_ms = args[2], inline = tonumber(args[3]),
                max_crashes = tonumber(args[4])}
   W.ctx = ctx
   return ctx, own
@@ -99,9 +107,12 @@ end
 -- array, not an object: [state, ts, attempt, worker, error_type, message, retry_in] with
 -- trailing items left out, so that a plain entry stays under 64 bytes and the record stays a
 -- compact listpack (flowkit/store/task_records.py reads it back into named fields).
--- e.ts: the time as a number or as ctx.ts.
+-- e.ts: microseconds after the record's created time c (a number); records written before
+-- that layout have entries with epoch seconds (a string with a '.', see correct_start).
 local function history_entry(e)
-  local out = '["' .. e.state .. '",' .. e.ts .. ',' .. (e.attempt or 0)
+  local ts = e.ts
+  if type(ts) == 'number' then ts = us_text(ts) end
+  local out = '["' .. e.state .. '",' .. ts .. ',' .. (e.attempt or 0)
   if e.error_type or e.message or e.retry_in then
     out = out .. ',' .. json_text(e.worker or '') .. ',' .. json_text(e.error_type or '') ..
           ',' .. json_text(e.message or '')
@@ -112,14 +123,52 @@ local function history_entry(e)
   return out .. ']'
 end
 
+-- Microseconds from task run t's created time (its field c) to now. A record written before
+-- the compact layout has no c: its times are then epoch microseconds (c = 0).
+local function since_created(ctx, t)
+  return ctx.us - (tonumber(t.c) or 0)
+end
+
+-- The current attempt's history is implied while it is plain (the common case, and most of
+-- what a big map leaves behind): b (its start, microseconds after c) stands for its
+-- 'running' entry, and e (its length in microseconds, set by an end with no error, message
+-- or other worker) for the entry that ended it. Before any other entry is added they are
+-- written out as explicit entries, and save() drops b and e.
+local function write_out_implied(t, fields)
+  local b = tonumber(t.b)
+  if not b then return end
+  local n = (tonumber(t.hn) or 0) + 1
+  local i = #fields
+  fields[i + 1], fields[i + 2] = h_field(n), history_entry({
+    state = 'running', ts = b, attempt = t.attempt or 0, worker = t.worker})
+  if t.e then
+    n = n + 1
+    fields[i + 3], fields[i + 4] = h_field(n), history_entry({
+      state = t.state, ts = b + tonumber(t.e), attempt = t.attempt or 0})
+  end
+  t.hn, t.b, t.e, t.implied_out = n, nil, nil, true
+end
+
 -- Add the next history entry of task run t to `fields` (the HSET its transition makes):
--- h<n> and the count hn (t.hn is the count load_task read).
+-- h<n> and the count hn (t.hn is the count load_task read), after the implied entries of
+-- its attempt (write_out_implied).
 local function add_history(t, fields, entry)
+  write_out_implied(t, fields)
   local n = (tonumber(t.hn) or 0) + 1
   t.hn = n
   local i = #fields
   fields[i + 1], fields[i + 2], fields[i + 3], fields[i + 4] =
     h_field(n), history_entry(entry), 'hn', n
+end
+
+-- Write task run t's fields (one HSET), and drop b and e once its implied entries were
+-- written out (add_history).
+local function save(t, fields)
+  redis.call('HSET', t.key, unpack(fields))
+  if t.implied_out then
+    redis.call('HDEL', t.key, 'b', 'e')
+    t.implied_out = nil
+  end
 end
 
 -- A key this call uses for many runs (a flow run's, a queue's), built once per call.

@@ -27,13 +27,13 @@ settle = function(ctx, t, to, value)
   local leader = redis.call('GET', K.cache_lock(key)) == t.id
   if to == 'completed' then
     if not value then return end
-    local f = read(t.key, {'cache_ttl_ms', 'task_name'})
+    local f = read(t.key, {'cache_ttl_ms'})
     if f.cache_ttl_ms and f.cache_ttl_ms ~= '' then
       redis.call('SET', K.cache(key), value, 'PX', f.cache_ttl_ms)
     else
       redis.call('SET', K.cache(key), value)
     end
-    redis.call('SADD', K.cache_index(f.task_name or ''), key)
+    redis.call('SADD', K.cache_index(task_name(t)), key)
     if leader then
       redis.call('DEL', K.cache_lock(key))
       local message = 'answered by the run that computed cache key ' .. key

@@ -21,7 +21,7 @@
 -- Returns how many were answered from the cache.
 register('enqueue', function(_, args)
   local ctx, a = context(args)
-  local flow_run_id, task_name, queue = a[1], a[2], a[3]
+  local flow_run_id, name, queue = a[1], a[2], a[3]
   local fr = K.flow_run(flow_run_id)
   local pending, hits, queued_ids, index = 0, 0, {}, {}
   if a[12] ~= '' then
@@ -34,12 +34,20 @@ register('enqueue', function(_, args)
       'again')
   end
   -- A task run records only what differs from the usual: its reply stream when it is not
-  -- its flow run's, tags, retries and upstream ids when there are any (a lean record is most
-  -- of what a finished run costs in memory).
-  local shared = {'flow_run_id', flow_run_id, 'task_name', task_name, 'queue', queue,
-                  'state', 'pending', 'created', ctx.ts}
-  if (redis.call('HGET', fr, 'reply_to') or '') ~= a[4] then
+  -- its flow run's, its task name (n) when it is not the one its flow run names (that of its
+  -- first task runs: a map's, all of them), tags, retries and upstream ids when there are any
+  -- (a lean record is most of what a finished run costs in memory). c is created, in epoch
+  -- microseconds: the record's other times count from it (the layout: transitions.lua).
+  local created = us_text(ctx.us)
+  local shared = {'flow_run_id', flow_run_id, 'queue', queue, 'state', 'pending', 'c', created}
+  local f = redis.call('HMGET', fr, 'reply_to', 'task_name')
+  if (f[1] or '') ~= a[4] then
     table.insert(shared, 'reply_to'); table.insert(shared, a[4])
+  end
+  if not f[2] then
+    redis.call('HSET', fr, 'task_name', name)
+  elseif f[2] ~= name then
+    table.insert(shared, 'n'); table.insert(shared, name)
   end
   if a[5] ~= '[]' then table.insert(shared, 'tags'); table.insert(shared, a[5]) end
   if a[6] ~= '0' then table.insert(shared, 'retries'); table.insert(shared, a[6]) end
@@ -47,7 +55,7 @@ register('enqueue', function(_, args)
   -- The two records of a task run differ from one run to the next in a few values only:
   -- their field lists are built once per call and those slots filled in per run (building
   -- them anew for each run was most of the script's own cost in a 512-run chunk).
-  local lean = {'parameters', ''}
+  local lean = {'p', ''}
   for _, v in ipairs(shared) do table.insert(lean, v) end
   -- What a stock RQ worker needs to run it (no description or enqueued_at: RQ does without,
   -- and they cost every task run a string and two fields).
@@ -83,7 +91,7 @@ register('enqueue', function(_, args)
     if value then
       -- Created CACHED: it never counts as pending.
       local t = {id = id, key = tr, flow_run_id = flow_run_id, queue = queue,
-                 reply_to = a[4]}
+                 reply_to = a[4], c = created}
       answer_from_cache(ctx, t, value, 'answered from the cache (key ' .. cache_key .. ')')
       hits = hits + 1
     else

@@ -6,21 +6,71 @@
 -- A task run is handled as a snapshot t = load_task(id): its fields (TASK_FIELDS) plus
 -- t.id and t.key. Helpers update t.state as they go.
 
+-- The record's layout (flowkit/store/task_records.py reads it): enqueue writes p
+-- (parameters), flow_run_id, n (the task name, when not its flow run's task_name), queue,
+-- state and c (created, epoch microseconds); a claim writes attempt, w (and maybe x: who
+-- holds it, see holder_fields)
+-- and b (the attempt's start, microseconds after c); a plain end writes e (the attempt's
+-- length in microseconds). b and e imply the attempt's history entries (base.lua's
+-- write_out_implied). Records written before this layout have 'started' (epoch seconds,
+-- with their 'running' entry written out), 'worker' and 'executor' instead of b, w and x,
+-- and no c: they are read as such.
+--
 -- The fields a transition reads. hn: history entries so far; big: the call body is stored
 -- apart (too large to pass through Lua); cancel_requested: flagged for cancellation.
 -- reply_to is kept on a task run only when it is not its flow run's (reply_stream).
-local TASK_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'started',
-                     'worker', 'executor', 'cache_key', 'hn', 'big', 'cancel_requested', 'keep'}
+local TASK_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'c', 'b', 'e',
+                     'started', 'w', 'x', 'worker', 'executor', 'cache_key', 'hn', 'big',
+                     'cancel_requested', 'keep'}
 -- What a claim and a finish read (each field read costs: these run once per task).
-local CLAIM_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'hn', 'big'}
-local FINISH_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'started',
-                       'worker', 'cache_key', 'hn', 'cancel_requested', 'keep'}
+local CLAIM_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'c', 'hn', 'big'}
+local FINISH_FIELDS = {'state', 'attempt', 'flow_run_id', 'reply_to', 'queue', 'c', 'b',
+                       'started', 'w', 'x', 'worker', 'cache_key', 'hn', 'cancel_requested',
+                       'keep'}
+
+-- Who holds an attempt, as its record names it: w = the executor's id alone when that is
+-- '<worker>.<digits>' (flowkit's executors are named so: the worker is implied), otherwise
+-- w = the worker and x = the executor. Built once per call (a claim's runs share it).
+local function holder_fields(worker, executor)
+  local memo = W.holder_fields
+  if memo and memo[1] == worker and memo[2] == executor then return memo[3] end
+  local fields = {'w', worker, 'x', executor}
+  local n = #worker
+  if string.sub(executor, 1, n + 1) == worker .. '.' and
+     string.find(executor, '^%d+$', n + 2) then
+    fields = {'w', executor}
+  end
+  W.holder_fields = {worker, executor, fields}
+  return fields
+end
+
+-- The worker and executor of record fields w and x (holder_fields), or nil, nil when there
+-- are none. The worker of a lone w is built once per call.
+local function holder_of(w, x)
+  if not w then return nil, nil end
+  if x then return w, x end
+  local memo = W.holder_of
+  if memo and memo[1] == w then return memo[2], w end
+  local worker = string.match(w, '^(.*)%.%d+$') or w
+  W.holder_of = {w, worker}
+  return worker, w
+end
 
 local function load_task(id, names)
   local key = K.task_run(id)
   local t = read(key, names or TASK_FIELDS)
   t.id, t.key = id, key
+  if t.w then t.worker, t.executor = holder_of(t.w, t.x) end
   return t
+end
+
+-- Task run t's task name: n, else its flow run's task_name ('task_name' in records written
+-- before the compact layout).
+local function task_name(t)
+  local f = redis.call('HMGET', t.key, 'n', 'task_name')
+  if f[1] or f[2] then return f[1] or f[2] end
+  if not t.flow_run_id then return '' end
+  return redis.call('HGET', K.flow_run(t.flow_run_id), 'task_name') or ''
 end
 
 -- The driver stream a task run's outcome goes to: its own, else its flow run's (read once
@@ -130,9 +180,9 @@ local settle  -- cache.lua: stores results under cache keys, answers or hands ov
 
 -- End task run t in terminal state `to`. o (all optional): result (sealed bytes), error_type,
 -- message, traceback, exception (sealed pickle), attempt and worker for the history entry,
--- started (a corrected start time), fields (more fields to set), count_worker (the finishing
+-- fields (more fields to set), count_worker (the finishing
 -- worker's counters), keep_job = false to delete even a failed run's RQ job (not retryable).
--- One HSET of the record (state, end, history entry); the result, the RQ job and the reply
+-- One HSET of the record (state, end or history entry); the result, the RQ job and the reply
 -- take a command each; counters, the event and the lease go with the call's (flush_writes).
 local function end_task_run(ctx, t, to, o)
   if not allowed(t.state, to, 'task run ' .. t.id) then return false end
@@ -140,7 +190,12 @@ local function end_task_run(ctx, t, to, o)
   -- keep = 'summary' (a huge map's choice): a run that succeeds leaves only the counters;
   -- its result goes to the driver in the reply (stored only when too large for it).
   local summary = t.keep == 'summary' and S.SUCCESS[to] and not (t.cache_key and t.cache_key ~= '')
-  local fields = {'state', to, 'ended', ctx.ts}
+  -- A plain end (its own worker, no error, no message) only records its length: with b,
+  -- that implies the attempt's two history entries.
+  local plain = from == 'running' and t.b and not o.error_type and not o.message and
+                (not o.worker or o.worker == t.worker) and
+                (not o.attempt or tostring(o.attempt) == tostring(t.attempt))
+  local fields = {'state', to}
   if o.error_type then
     for _, kv in ipairs({{'error_type', o.error_type}, {'error_message', o.message or ''},
                          {'traceback', o.traceback or ''}}) do
@@ -162,12 +217,18 @@ local function end_task_run(ctx, t, to, o)
     redis.call('DEL', t.key)
   else
     for _, v in ipairs(o.fields or {}) do table.insert(fields, v) end
-    -- The worker is named in the history entry only when it is not the attempt's own.
-    local worker = o.worker
-    if worker and worker == t.worker and from == 'running' then worker = nil end
-    add_history(t, fields, {state = to, ts = ctx.ts, attempt = o.attempt or t.attempt or 0,
-                            worker = worker, error_type = o.error_type, message = o.message})
-    redis.call('HSET', t.key, unpack(fields))
+    local at = since_created(ctx, t)
+    if plain then
+      table.insert(fields, 'e'); table.insert(fields, us_text(math.max(0, at - tonumber(t.b))))
+    else
+      -- The worker is named in the history entry only when it is not the attempt's own.
+      local worker = o.worker
+      if worker and worker == t.worker and from == 'running' then worker = nil end
+      add_history(t, fields, {state = to, ts = at, attempt = o.attempt or t.attempt or 0,
+                              worker = worker, error_type = o.error_type, message = o.message})
+    end
+    t.state = to  -- (an end written out later is of this state)
+    save(t, fields)
   end
   if from == 'running' then drop_lease(t) end
   count_move(t, from, to)
@@ -227,10 +288,10 @@ local function schedule_attempt(ctx, t, delay, o)
   if not allowed(t.state, 'retrying', 'task run ' .. t.id) then return false end
   local fields = {'state', 'retrying', 'error_type', o.error_type or '',
                   'error_message', o.message or '', 'traceback', o.traceback or ''}
-  add_history(t, fields, {state = o.outcome, ts = ctx.ts, attempt = t.attempt,
+  add_history(t, fields, {state = o.outcome, ts = since_created(ctx, t), attempt = t.attempt,
                           worker = o.worker, error_type = o.error_type, message = o.message,
                           retry_in = delay})
-  redis.call('HSET', t.key, unpack(fields))
+  save(t, fields)
   drop_lease(t)
   count_move(t, t.state, 'retrying')
   if delay > 0 then
@@ -250,15 +311,20 @@ end
 -- entry says why it was given back.
 local function give_back(ctx, t, message)
   if not allowed(t.state, 'pending', 'task run ' .. t.id) then return false end
-  local n = tonumber(t.hn) or 0
   local fields = {'state', 'pending', 'attempt', tonumber(t.attempt) - 1}
-  redis.call('HDEL', t.key, 'started', 'worker', 'executor', h_field(n))
-  t.hn = math.max(n - 1, 0)
+  if t.b then  -- its 'running' entry is implied: it goes with b
+    redis.call('HDEL', t.key, 'b', 'w', 'x')
+    t.b = nil
+  else  -- recorded before the compact layout: its 'running' entry is the last one
+    local n = tonumber(t.hn) or 0
+    redis.call('HDEL', t.key, 'started', 'worker', 'executor', h_field(n))
+    t.hn = math.max(n - 1, 0)
+    if not message then table.insert(fields, 'hn'); table.insert(fields, t.hn) end
+  end
   if message then
-    add_history(t, fields, {state = 'pending', ts = ctx.ts, attempt = tonumber(t.attempt) - 1,
-                            worker = t.worker, message = message})
-  else
-    table.insert(fields, 'hn'); table.insert(fields, t.hn)
+    add_history(t, fields, {state = 'pending', ts = since_created(ctx, t),
+                            attempt = tonumber(t.attempt) - 1, worker = t.worker,
+                            message = message})
   end
   redis.call('HSET', t.key, unpack(fields))
   drop_lease(t)
@@ -282,19 +348,19 @@ local function return_unstarted(ctx, t, message)
 end
 
 -- Mark a claimed task run running: attempt + 1, lease until now + lease_seconds. One HSET
--- of the record (state, attempt, start, history entry); the lease, counters and the event go
--- with the call's (flush_writes).
+-- of the record (state, attempt, start, worker, executor); the lease, counters and the event
+-- go with the call's (flush_writes).
 local function start_attempt(ctx, t, worker, executor, lease_seconds)
   if not allowed(t.state, 'running', 'task run ' .. t.id) then return false end
   local attempt = (tonumber(t.attempt) or 0) + 1
-  local fields = {'state', 'running', 'attempt', attempt, 'started', ctx.ts, 'worker', worker,
-                  'executor', executor}
-  add_history(t, fields, {state = 'running', ts = ctx.ts, attempt = attempt, worker = worker})
-  redis.call('HSET', t.key, unpack(fields))
+  -- Its 'running' history entry is implied by b, attempt and worker (write_out_implied).
+  local b = us_text(since_created(ctx, t))
+  redis.call('HSET', t.key, 'state', 'running', 'attempt', attempt, 'b', b,
+             unpack(holder_fields(worker, executor)))
   set_lease(t.id, ctx.now + lease_seconds)
   count_move(t, t.state, 'running')
   emit(C.TASK_RUN_EVENT, 'running', t.id, t.flow_run_id)
-  t.state, t.attempt, t.worker, t.started = 'running', tostring(attempt), worker, ctx.ts
+  t.state, t.attempt, t.worker, t.b = 'running', tostring(attempt), worker, b
   t.executor = executor
   return attempt
 end
@@ -304,17 +370,16 @@ end
 local function answer_from_cache(ctx, t, value, message)
   redis.call('HDEL', t.key, 'cache_wait')
   return end_task_run(ctx, t, 'cached', {
-    result = value, attempt = 0, message = message, started = ctx.now,
-    fields = {'started', ctx.ts, 'cache_hit', '1'}})
+    result = value, attempt = 0, message = message, fields = {'cache_hit', '1'}})
 end
 
 -- A user's retry of a failed task run: PENDING again and queued, its crash count reset.
 local function reopen_task(ctx, t, message)
   if not (S.TERMINAL[t.state] and S.REOPENED.pending) then return false end
   local fields = {'state', 'pending', 'crashes', 0}
-  add_history(t, fields, {state = 'pending', ts = ctx.ts, attempt = t.attempt,
+  add_history(t, fields, {state = 'pending', ts = since_created(ctx, t), attempt = t.attempt,
                           message = message})
-  redis.call('HSET', t.key, unpack(fields))
+  save(t, fields)
   redis.call('HDEL', t.key, 'ended', 'cancel_requested')
   count_move(t, t.state, 'pending')
   queue_task(t.id, t.queue, false)
