@@ -10,6 +10,7 @@ from flowkit.store import keys, task_runs
 from flowkit.store.enqueue_stream import EnqueueStream
 from flowkit.store.task_runs import TaskRunSpec
 
+from conftest import wait_until
 from library_fixtures import QUEUE, REPLY, seed_flow_run
 
 
@@ -84,3 +85,55 @@ def test_a_health_check_due_between_chunks_does_not_read_a_chunks_reply(client, 
     second()
     stream.close()
     assert _index(client) == ["a00", "a01", "b00", "b01"]
+
+
+def _stream_connection_id(client, stream: EnqueueStream) -> int:
+    """The server's id of the stream's connection (opened here if need be), asked while it
+    has no reply unread."""
+    if stream._conn is None:
+        stream._conn = client.connection_pool.get_connection()
+    stream._conn.send_command("CLIENT", "ID")
+    return int(stream._conn.read_response())
+
+
+def _kill(client, connection_id: int) -> None:
+    """Cut a connection from the server side (CLIENT KILL), as a proxy, a server `timeout`
+    or a network blip does."""
+    assert client.client_kill_filter(_id=connection_id) == 1
+
+
+def test_chunks_in_flight_when_the_connection_drops_land_once_each(client, limits) -> None:
+    seed_flow_run(client, "f1")
+    stream = EnqueueStream(client)
+    first = task_runs.send_enqueue(client, limits, _chunk("a", 3), None, None, stream)
+    first()  # the stream's connection is open and idle
+    _kill(client, _stream_connection_id(client, stream))
+    # Sent on the dead connection (the write may even succeed into the closed socket): the
+    # reader finds the connection gone, sends both chunks again on a new one, in order.
+    second = task_runs.send_enqueue(client, limits, _chunk("b", 3), None, None, stream)
+    third = task_runs.send_enqueue(client, limits, _chunk("c", 3), None, None, stream)
+    second()
+    third()
+    stream.close()
+    assert _index(client) == [f"{p}0{i}" for p in "abc" for i in range(3)]
+    assert client.llen(keys.queue(QUEUE)) == 9
+    assert client.hget(keys.flow_run("f1"), "n_total") == b"9"
+
+
+def test_a_chunk_that_ran_before_its_reply_was_lost_is_not_written_twice(client,
+                                                                         limits) -> None:
+    seed_flow_run(client, "f1")
+    stream = EnqueueStream(client)
+    chunk = _chunk("a", 4)
+    read = task_runs.send_enqueue(client, limits, chunk, None, None, stream)
+    # Let the server run it, then lose the reply with the connection (closed on this side:
+    # the reply, already in the socket's buffer, goes with it): the stream cannot tell that
+    # it ran and sends it again.
+    wait_until(lambda: client.llen(keys.flow_run_tasks("f1")) == 4, timeout=10,
+                  message="the chunk ran on the server")
+    stream._conn.disconnect()
+    read()
+    stream.close()
+    assert _index(client) == [s.id for s in chunk]  # once, not twice
+    assert client.llen(keys.queue(QUEUE)) == 4
+    assert client.hget(keys.flow_run("f1"), "n_total") == b"4"

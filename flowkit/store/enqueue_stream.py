@@ -9,16 +9,19 @@ the order they arrive); replies are read in the order of sending, one chunk behi
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import redis.exceptions
 
 from flowkit.store import functions
 from flowkit.store.connection import call as guarded
 
-if TYPE_CHECKING:
-    import redis
-
 Command = tuple[Any, ...]
+#: What a dropped or cut connection raises in redis-py.
+_DROPPED = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 
 
 class CommandRecorder:
@@ -34,49 +37,90 @@ class CommandRecorder:
         self.commands.append(("FCALL", function, numkeys, *args))
 
 
+#: Pauses between attempts to reconnect and send again after a dropped connection (bounded:
+#: about 8 s in all, like the client's own retries), then the map fails with the error.
+RESEND_DELAYS = (0.1, 0.5, 1.0, 2.0, 4.0)
+
+
 class EnqueueStream:
     """One connection of the client's pool, held by one thread while a map's chunks go out.
 
     :meth:`send` writes a chunk's commands and returns the function that reads their replies;
-    those functions must be called in the order of sending.
+    those functions must be called in the order of sending. A dropped connection loses the
+    replies of the chunks in flight, not the chunks: they are sent again, in order, on a new
+    connection (each enqueue call is remembered by the library, so one that had run writes
+    nothing twice; a big body's HSET is the same write again).
     """
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
         self._conn: Any = None
-        self._unread = 0  #: chunks sent whose replies are not read yet
+        #: Chunks sent whose replies are not read yet, in the order of sending.
+        self._sent: deque[list[Command]] = deque()
 
     def send(self, commands: list[Command]) -> Callable[[], None]:
         """Write ``commands``; the returned function reads their replies and raises what
         ``functions.execute`` would have (loading the library again when it is missing).
 
         Raises:
-            StoreConnectionError: the connection failed while writing.
+            StoreConnectionError: the connection failed, and so did every resend.
         """
+        self._sent.append(commands)
+        try:
+            self._write(commands)
+        except _DROPPED:
+            self._resend()
+        return lambda: self._receive(commands)
+
+    def _write(self, commands: list[Command]) -> None:
         if self._conn is None:
             self._conn = self.client.connection_pool.get_connection()
         conn = self._conn
         # redis-py's health check (a PING past its interval) would read the reply of a chunk
         # still in flight as the PING's: only a connection with nothing unread is checked.
-        guarded(self.client, self._guard, lambda: conn.send_packed_command(
-            conn.pack_commands(commands), check_health=self._unread == 0))
-        self._unread += 1
-        return lambda: self._receive(conn, commands)
+        try:
+            conn.send_packed_command(conn.pack_commands(commands),
+                                     check_health=len(self._sent) == 1)
+        except _DROPPED:
+            self._drop()
+            raise
 
-    def _receive(self, conn: Any, commands: list[Command]) -> None:
+    def _resend(self) -> None:
+        """The connection dropped: send every chunk in flight again, in order, on a new one."""
+        error: Exception | None = None
+        for delay in RESEND_DELAYS:
+            time.sleep(delay)
+            try:
+                for commands in self._sent:
+                    self._write(commands)
+                return
+            except _DROPPED as exc:
+                error = exc
+
+        def fail() -> None:
+            raise error  # type: ignore[misc]  # (set: RESEND_DELAYS is not empty)
+
+        guarded(self.client, fail)
+
+    def _receive(self, commands: list[Command]) -> None:
         import redis as redis_lib
 
+        if not self._sent or self._sent[0] is not commands:
+            raise RuntimeError("EnqueueStream: replies read out of the order of sending")
         errors: list[redis_lib.ResponseError] = []
-
-        def read() -> None:
-            for _ in commands:
-                try:
-                    conn.read_response()
-                except redis_lib.ResponseError as exc:
-                    errors.append(exc)
-
-        self._unread -= 1
-        guarded(self.client, self._guard, read)
+        while True:
+            errors.clear()
+            try:
+                for _ in commands:
+                    try:
+                        self._conn.read_response()
+                    except redis_lib.ResponseError as exc:
+                        errors.append(exc)
+                break
+            except _DROPPED:  # its replies are lost: it goes again, with those behind it
+                self._drop()
+                self._resend()
+        self._sent.popleft()
         if any(functions.is_missing(e) for e in errors):
             # The server lost the library (it restarted empty): nothing of this chunk was
             # written. Load it and run the chunk again (a later chunk already sent failed
@@ -93,17 +137,6 @@ class EnqueueStream:
 
             guarded(self.client, fail)
 
-    def _guard(self, action: Callable[[], None]) -> None:
-        """Run ``action``; a connection error leaves the connection unusable: drop it (the
-        next send gets a fresh one)."""
-        import redis as redis_lib
-
-        try:
-            action()
-        except (redis_lib.ConnectionError, redis_lib.TimeoutError):
-            self._drop()
-            raise
-
     def _drop(self) -> None:
         if self._conn is not None:
             conn, self._conn = self._conn, None
@@ -115,6 +148,7 @@ class EnqueueStream:
         abandoned) disconnect it first, so no other caller reads them."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
-            if self._unread:
+            if self._sent:
                 conn.disconnect()
             self.client.connection_pool.release(conn)
+        self._sent.clear()

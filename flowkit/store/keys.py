@@ -174,6 +174,12 @@ def last_claim(executor_id: str) -> str:
     return PROCESSING_PREFIX + executor_id + ":last"
 
 
+def enqueued(task_run_id: str) -> str:
+    """String: marks an enqueue call sent on a map's stream, by its first task run (expiring),
+    so that the call sent again after a dropped connection writes nothing twice."""
+    return PREFIX + "enqueued:" + task_run_id
+
+
 def cache(cache_key: str) -> str:
     """The cached result for ``cache_key`` (sealed result bytes)."""
     return CACHE_PREFIX + cache_key
@@ -198,7 +204,7 @@ def cache_index(task_name: str) -> str:
 LUA_BUILDERS: tuple[Callable[[str], str], ...] = (
     queue, bell, queue_stats, rq_job, task_run, legacy_task_run_history, result, flow_run,
     flow_run_tasks, flow_runs_in_state, flow_runs_named, logs, worker, processing, last_claim,
-    cache,
+    enqueued, cache,
     cache_lock, cache_waiters, cache_index, queue_workers, driver, reply,
 )
 

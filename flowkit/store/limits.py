@@ -29,6 +29,9 @@ CLAIM_SKIP_MAX = 1000
 EVENT_VERSION = "2"
 #: How long an executor's last claim is remembered, for a repeat of it (ms).
 CLAIM_MEMO_MS = 600_000
+#: How long an enqueue call sent on a map's stream is remembered, for a resend of it (ms):
+#: far longer than a resend can come (the stream's bounded reconnect).
+ENQUEUE_MEMO_MS = 600_000
 #: Results up to this many bytes (sealed) are kept inside the task run's record rather than
 #: in a key of their own: 64 is the longest value Redis keeps in a compact (listpack) hash.
 RECORD_RESULT_BYTES = 64
@@ -39,6 +42,7 @@ LUA_CONSTANTS: dict[str, int | str] = {
     "BELL_MAX_TOKENS": BELL_MAX_TOKENS, "CACHE_LOCK_MS": CACHE_LOCK_MS,
     "EVENT_VERSION": EVENT_VERSION, "RECORD_RESULT_BYTES": RECORD_RESULT_BYTES,
     "CLAIM_SKIP_MAX": CLAIM_SKIP_MAX, "CLAIM_MEMO_MS": CLAIM_MEMO_MS,
+    "ENQUEUE_MEMO_MS": ENQUEUE_MEMO_MS,
     "LOGS_MAXLEN": LOGS_MAXLEN,
 }
 

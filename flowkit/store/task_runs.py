@@ -101,7 +101,7 @@ def enqueue_task_runs(client: redis.Redis, limits: Limits, specs: list[TaskRunSp
     """
     if not specs:
         return
-    shared, close = _shared_arguments(specs, cache, adhoc)
+    shared, close = _shared_arguments(specs, cache, adhoc, remember=False)
     functions.execute(client,
                       lambda pipe: _queue_enqueue(client, limits, pipe, specs, shared, close))
 
@@ -115,21 +115,29 @@ def send_enqueue(client: redis.Redis, limits: Limits, specs: list[TaskRunSpec],
 
     if not specs:
         return lambda: None
-    shared, close = _shared_arguments(specs, cache, adhoc)
+    # Remembered: after a dropped connection the stream sends the call again (it cannot know
+    # whether the first one ran), and the library writes it only once.
+    shared, close = _shared_arguments(specs, cache, adhoc, remember=True)
     recorder = CommandRecorder()
     _queue_enqueue(client, limits, recorder, specs, shared, close)
     return stream.send(recorder.commands)
 
 
+#: Where, in the arguments all runs of an enqueue call share, the "close the ad-hoc run after
+#: this call" flag is (enqueue.lua's a[13]).
+_CLOSE_AT = 12
+
+
 def _shared_arguments(specs: list[TaskRunSpec], cache: CacheOptions | None,
-                      adhoc: AdhocRecord | None) -> tuple[list[Any], bool]:
+                      adhoc: AdhocRecord | None, remember: bool) -> tuple[list[Any], bool]:
     """The enqueue arguments all runs of one call share, and whether it closes its run."""
     cache = cache or CacheOptions()
     first = specs[0]
     shared = [first.flow_run_id, first.task_name, first.queue, first.reply_to,
               json.dumps(first.tags), first.retries, *_RQ_DATA, _iso(time.time()),
               "" if cache.expiration_ms is None else cache.expiration_ms,
-              "1" if cache.refresh else "0", adhoc.name if adhoc else "", "0", first.keep]
+              "1" if cache.refresh else "0", adhoc.name if adhoc else "", "0", first.keep,
+              "1" if remember else "0"]
     return shared, adhoc is not None and adhoc.close
 
 
@@ -152,7 +160,7 @@ def _queue_enqueue(client: redis.Redis, limits: Limits, pipe: Any, specs: list[T
             args, size = list(shared), 0
     if len(args) > len(shared):
         if close:  # the last chunk closes the ad-hoc run
-            args[len(shared) - 2] = "1"
+            args[_CLOSE_AT] = "1"
         functions.call(client, "enqueue", limits, args, pipe=pipe)
 
 

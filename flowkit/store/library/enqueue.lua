@@ -15,12 +15,18 @@
 -- a[14] = what to keep of a task run that succeeds: 'full' (its record and history, until
 -- retention) or 'summary' (only the flow run's counters: the record goes when it succeeds,
 -- a failed one stays whole; for huge maps)
+-- a[15] = '1' to remember this call (a chunk of a map's stream, which sends it again after
+-- a dropped connection): a call whose first task run is remembered writes nothing again
 -- then 8 values per task run (a body of '' marks the record 'big': claims leave it out): id, envelope head, envelope body ('' when the caller wrote it
 -- with HSET), parameters JSON, held ('1'/'0': waits for upstream futures), upstream ids
 -- (comma-separated), cache key ('' = none), cache key parts JSON.
 -- Returns how many were answered from the cache.
 register('enqueue', function(_, args)
   local ctx, a = context(args)
+  if a[15] == '1' and not redis.call('SET', K.enqueued(a[16]), '1', 'NX', 'PX',
+                                     C.ENQUEUE_MEMO_MS) then
+    return 0  -- sent again (its reply was lost with the connection): it was written
+  end
   local flow_run_id, name, queue = a[1], a[2], a[3]
   local fr = K.flow_run(flow_run_id)
   local pending, hits, queued_ids, index = 0, 0, {}, {}
@@ -62,7 +68,7 @@ register('enqueue', function(_, args)
   local job_fields = {'created_at', a[9], 'data', '', 'origin', queue, 'timeout', '-1',
                       'status', '', 'flowkit_envelope', '', 'flowkit_body', ''}
   local data_before, data_after = a[7], a[8]
-  for i = 15, #a, 8 do
+  for i = 16, #a, 8 do
     local id, held, cache_key = a[i], a[i + 4], a[i + 6]
     local tr = K.task_run(id)
     local fields = lean
