@@ -31,13 +31,16 @@ def test_a_killed_driver_has_its_flow_run_crashed_and_its_tasks_cancelled(
         workers, client, tmp_path) -> None:
     workers.start("default", concurrency=1)
     workers.wait_registered(client)
-    driver = DriverProcess(tmp_path, FLOW_SCRIPT, env={"FLOWKIT_PARTITION_TOLERANCE_SECONDS": "2"})
+    # 4 s, not 2: on a loaded CI box a driver starved of CPU for 2 s was judged lost (its
+    # heartbeat entry gone) before the test could kill it.
+    driver = DriverProcess(tmp_path, FLOW_SCRIPT, env={"FLOWKIT_PARTITION_TOLERANCE_SECONDS": "4"})
     try:
         flow_run_id = driver.read_line()
         assert driver.read_line() == "submitted"
         wait_until(lambda: flow_runs.get_flow_run(client, flow_run_id)["n_running"] == "1",
                    timeout=15, message="one task running")
-        assert client.zscore(keys.DRIVERS, driver_id_of(client, flow_run_id)) is not None
+        assert client.zscore(keys.DRIVERS, driver_id_of(client, flow_run_id)) is not None, \
+            flow_runs.get_flow_run(client, flow_run_id)
         driver.proc.send_signal(signal.SIGKILL)
         killed = time.monotonic()
         driver.wait(10)
@@ -50,8 +53,8 @@ def test_a_killed_driver_has_its_flow_run_crashed_and_its_tasks_cancelled(
     assert run["error_type"] == "flowkit.errors.DriverLost"
     assert "driver lost" in run["error_message"]
     assert f"pid {driver.proc.pid}" in run["error_message"]
-    print(f"kill -9 to flow run CRASHED: {took:.2f} s (tolerance 2 s)")
-    assert 1.0 < took < 8.0, took
+    print(f"kill -9 to flow run CRASHED: {took:.2f} s (tolerance 4 s)")
+    assert 1.0 < took < 10.0, took
     states = wait_until(lambda: _all_ended(client, flow_run_id), timeout=15,
                         message="every task run to end")
     assert states == ["cancelled"] * 20
