@@ -96,25 +96,20 @@ class EnqueueStream:
                 return
             except _DROPPED as exc:
                 error = exc
-
-        def fail() -> None:
-            raise error  # type: ignore[misc]  # (set: RESEND_DELAYS is not empty)
-
-        guarded(self.client, fail)
+        assert error is not None  # (RESEND_DELAYS is not empty)
+        self._raise(error)
 
     def _receive(self, commands: list[Command]) -> None:
-        import redis as redis_lib
-
         if not self._sent or self._sent[0] is not commands:
             raise RuntimeError("EnqueueStream: replies read out of the order of sending")
-        errors: list[redis_lib.ResponseError] = []
+        errors: list[redis.exceptions.ResponseError] = []
         while True:
             errors.clear()
             try:
                 for _ in commands:
                     try:
                         self._conn.read_response()
-                    except redis_lib.ResponseError as exc:
+                    except redis.exceptions.ResponseError as exc:
                         errors.append(exc)
                 break
             except _DROPPED:  # its replies are lost: it goes again, with those behind it
@@ -132,10 +127,15 @@ class EnqueueStream:
             guarded(self.client, functions.load, self.client)
             functions.execute(self.client, replay)
         elif errors:
-            def fail() -> None:
-                raise errors[0]
+            self._raise(errors[0])
 
-            guarded(self.client, fail)
+    def _raise(self, error: Exception) -> None:
+        """Raise a redis-py error as the store boundary does (a flowkit error naming the URL
+        and what to do), through the one wrapper every other store call goes through."""
+        def fail() -> None:
+            raise error
+
+        guarded(self.client, fail)
 
     def _drop(self) -> None:
         if self._conn is not None:

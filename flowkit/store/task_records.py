@@ -48,6 +48,13 @@ _TERMINAL = frozenset({"completed", "cached", "failed", "timed_out", "crashed", 
 _DIGITS = re.compile(r"\d+")
 
 
+def keeps_history_inside(raw: dict[str, str]) -> bool:
+    """Whether a record holds its history (entries ``h<n>``, or implied by ``b`` and ``e``
+    with ``c``); records written before issue 9 kept it in a list of their own
+    (``keys.legacy_task_run_history``)."""
+    return not {"hn", "c", "b"}.isdisjoint(raw)
+
+
 def time_text(us: int) -> str:
     """Epoch microseconds as the record's readers know times: seconds with 6 decimals."""
     return f"{us // 1_000_000}.{us % 1_000_000:06d}"

@@ -359,8 +359,10 @@ def get_history(client: redis.Redis, task_run_id: str) -> list[dict[str, Any]]:
     if not is_run_id(task_run_id):
         return []
     raw = call(client, client.hgetall, keys.task_run(task_run_id))
-    if raw and not {b"hn", b"c", b"b"} & raw.keys():  # recorded before issue 9: its history
-        # is a list of its own (a compact record's may be implied by b and e alone)
+    if not raw:
+        return []
+    record = decode(raw)
+    if not task_records.keeps_history_inside(record):
         legacy = call(client, client.lrange, keys.legacy_task_run_history(task_run_id), 0, -1)
         return [json.loads(item) for item in legacy]
-    return task_records.history(decode(raw)) if raw else []
+    return task_records.history(record)
