@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from flowkit.errors import StoreError
-from flowkit.store import keys, task_runs
+from flowkit.store import functions, keys, task_runs
 from flowkit.store.enqueue_stream import EnqueueStream
 from flowkit.store.task_runs import TaskRunSpec
 
@@ -123,6 +123,7 @@ def test_chunks_in_flight_when_the_connection_drops_land_once_each(client, limit
 def test_a_chunk_that_ran_before_its_reply_was_lost_is_not_written_twice(client,
                                                                          limits) -> None:
     seed_flow_run(client, "f1")
+    functions.load(client)  # the chunk must run when sent (not wait for a library reload)
     stream = EnqueueStream(client)
     chunk = _chunk("a", 4)
     read = task_runs.send_enqueue(client, limits, chunk, None, None, stream)
