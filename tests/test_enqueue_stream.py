@@ -3,6 +3,9 @@ read one chunk behind: order, a lost library, a refused chunk and an abandoned s
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 
 from flowkit.errors import StoreError
@@ -138,3 +141,35 @@ def test_a_chunk_that_ran_before_its_reply_was_lost_is_not_written_twice(client,
     assert _index(client) == [s.id for s in chunk]  # once, not twice
     assert client.llen(keys.queue(QUEUE)) == 4
     assert client.hget(keys.flow_run("f1"), "n_total") == b"4"
+
+
+@pytest.mark.slow
+def test_a_server_that_takes_writes_but_never_answers_fails_the_read_within_a_bound(
+        tmp_path, limits) -> None:
+    """SIGSTOP: the kernel still takes the writes, nothing answers. The read times out, the
+    stream reconnects (the handshake times out too) for its bounded resends, then the map's
+    reader raises the store's error: no hang, and the chunk landed once or not at all."""
+    from flowkit.embedded import free_port, start_server
+    from flowkit.errors import StoreConnectionError
+    from flowkit.store.connection import connect
+
+    info = start_server(tmp_path, port=free_port(), detach=False, record=False)
+    try:
+        client = connect(info.url(), connect_timeout=0.5, socket_timeout=0.5)
+        seed_flow_run(client, "f1")
+        functions.load(client)
+        stream = EnqueueStream(client)
+        task_runs.send_enqueue(client, limits, _chunk("a", 2), None, None, stream)()  # warm
+        os.kill(info.pid, signal.SIGSTOP)
+        try:
+            read = task_runs.send_enqueue(client, limits, _chunk("b", 2), None, None, stream)
+            with pytest.raises(StoreConnectionError, match="cannot reach Redis"):
+                read()
+        finally:
+            os.kill(info.pid, signal.SIGCONT)
+        stream.close()
+        # Nothing half-known: the chunk either landed once or not at all.
+        assert _index(client) in (["a00", "a01"], ["a00", "a01", "b00", "b01"])
+    finally:
+        os.kill(info.pid, signal.SIGTERM)
+        os.waitpid(info.pid, 0)

@@ -103,7 +103,7 @@ class EnqueueStream:
         if not self._sent or self._sent[0] is not commands:
             raise RuntimeError("EnqueueStream: replies read out of the order of sending")
         errors: list[redis.exceptions.ResponseError] = []
-        while True:
+        for drops in range(len(RESEND_DELAYS) + 1):
             errors.clear()
             try:
                 for _ in commands:
@@ -112,8 +112,14 @@ class EnqueueStream:
                     except redis.exceptions.ResponseError as exc:
                         errors.append(exc)
                 break
-            except _DROPPED:  # its replies are lost: it goes again, with those behind it
+            except _DROPPED as exc:  # its replies are lost: it goes again, with those behind
                 self._drop()
+                if drops == len(RESEND_DELAYS):
+                    # A server that takes a new connection but never answers the chunk (a
+                    # script stuck past the socket timeout) would otherwise be sent it
+                    # forever: as many tries as a resend gets. (A stopped server fails the
+                    # reconnect itself, within the resend's bound.)
+                    self._raise(exc)
                 self._resend()
         self._sent.popleft()
         if any(functions.is_missing(e) for e in errors):
